@@ -1,0 +1,147 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::Value;
+
+use super::ResponseFuture;
+use crate::transactional::AppRequest;
+use crate::transport::{ClientOptions, Transport};
+use crate::{AppCredentials, Error, Region};
+
+/// The App API: transactional messages (`/v1/send/*`) and broadcast triggers.
+///
+/// A transactional send is not idempotent. Unless [`AppClient::retry_sends`] is set, a send that
+/// may have reached Customer.io (a timeout, a broken connection, a 5xx) fails with
+/// [`Error::NotRetryable`], which no retry policy retries. A 429 or a refused connection is still
+/// retryable: nothing was sent.
+#[derive(Clone, Debug)]
+pub struct AppClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    base: String,
+    auth: HeaderValue,
+    retry_sends: bool,
+}
+
+/// A successful App API answer.
+#[derive(Clone, Debug)]
+pub struct AppResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The parsed body (`{delivery_id, queued_at}` for sends, `{id}` for triggers).
+    pub body: Value,
+}
+
+impl AppResponse {
+    /// The delivery id of a transactional send.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.body.get("delivery_id").and_then(Value::as_str)
+    }
+}
+
+impl AppClient {
+    /// A client with default options.
+    pub fn new(region: Region, credentials: AppCredentials) -> Self {
+        Self::with_options(region, credentials, &ClientOptions::default())
+    }
+
+    /// A client with these options.
+    pub fn with_options(region: Region, credentials: AppCredentials, options: &ClientOptions) -> Self {
+        Self::with_transport(region, credentials, Transport::new(options))
+    }
+
+    /// A client sharing an existing transport.
+    pub fn with_transport(region: Region, credentials: AppCredentials, transport: Transport) -> Self {
+        AppClient {
+            inner: Arc::new(Inner {
+                transport,
+                base: region.app_base().to_owned(),
+                auth: credentials.header(),
+                retry_sends: false,
+            }),
+        }
+    }
+
+    /// Lets ambiguous failures of transactional sends stay retryable. Only for callers that
+    /// accept a possible duplicate message (or de-duplicate on their side).
+    pub fn retry_sends(self, yes: bool) -> Self {
+        let inner = &self.inner;
+        AppClient {
+            inner: Arc::new(Inner {
+                transport: inner.transport.clone(),
+                base: inner.base.clone(),
+                auth: inner.auth.clone(),
+                retry_sends: yes,
+            }),
+        }
+    }
+
+    /// Validates and sends one request.
+    pub fn send(&self, req: &AppRequest) -> ResponseFuture<AppResponse> {
+        let inner = self.inner.clone();
+        let prepared = match req {
+            AppRequest::Send(kind, msg) => msg
+                .validate(*kind)
+                .map_err(Error::from)
+                .map(|()| serde_json::to_vec(msg).unwrap_or_default()),
+            AppRequest::TriggerBroadcast(t) => Ok(serde_json::to_vec(&t.body).unwrap_or_default()),
+        };
+        let is_send = matches!(req, AppRequest::Send(..));
+        let url = format!("{}{}", inner.base, req.path());
+        Box::pin(async move {
+            let body = prepared?;
+            let result = inner
+                .transport
+                .send_checked(Method::POST, &url, &inner.auth, Some(Bytes::from(body)))
+                .await;
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) if is_send && !inner.retry_sends && may_have_been_sent(&e) => {
+                    return Err(Error::NotRetryable(Box::new(e)))
+                }
+                Err(e) => return Err(e),
+            };
+            let body = if resp.body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
+                    status: resp.status,
+                    reason: e.to_string(),
+                })?
+            };
+            Ok(AppResponse {
+                status: resp.status,
+                body,
+            })
+        })
+    }
+}
+
+/// A retryable failure after which the message may still have gone out.
+fn may_have_been_sent(e: &Error) -> bool {
+    match e {
+        Error::Timeout(_) | Error::Transport { .. } => true,
+        Error::Api { status, .. } => status.is_server_error(),
+        _ => false,
+    }
+}
+
+impl tower::Service<AppRequest> for AppClient {
+    type Response = AppResponse;
+    type Error = Error;
+    type Future = ResponseFuture<AppResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: AppRequest) -> Self::Future {
+        self.send(&req)
+    }
+}

@@ -1,0 +1,234 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use serde::Deserialize;
+
+use super::ResponseFuture;
+use crate::transport::{ClientOptions, Transport};
+use crate::validate::{encode_batch, ValidationError};
+use crate::{Error, Limits, Operation, Region, TrackCredentials};
+
+/// Track API v2 batch: many entries in one `POST /api/v2/batch`, answered per entry.
+///
+/// Entries that break a limit are refused locally and never sent; the rest go in one request.
+/// A `207` (or a `200` carrying an `errors` array, which Customer.io has been seen to send) maps
+/// each `errors[].batch_index` back to the exact entry of the caller's `Vec`, so a partial failure
+/// is never mistaken for success. A whole-request failure (401, 429, 5xx, timeout) is an `Err`.
+///
+/// The request body must stay within [`Limits::batch_bytes`] (500 KB): a bigger batch is an
+/// [`Error::Validation`] for the whole call, since splitting is the batch layer's job.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), cio_api::Error> {
+/// use cio_api::{BatchClient, Operation, Region, TrackCredentials};
+/// use tower::ServiceExt;
+///
+/// let client = BatchClient::new(Region::custom("http://127.0.0.1:7070").unwrap(), TrackCredentials::new("s", "k"));
+/// let ops: Vec<Operation> = Vec::new();
+/// let answer = client.oneshot(ops).await?;
+/// for (i, outcome) in answer.outcomes.iter().enumerate() {
+///     if let Err(e) = outcome { eprintln!("entry {i} refused: {e}"); }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    batch_url: String,
+    entity_url: String,
+    auth: HeaderValue,
+    limits: Limits,
+}
+
+/// Why one entry of a batch was not accepted. Never retryable: the entry itself is at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Refused before sending: it breaks a limit.
+    #[error("refused before sending: {0}")]
+    Invalid(ValidationError),
+    /// Refused by Customer.io (a 207's `errors[]`).
+    #[error("rejected by Customer.io: {}", rejected_text(.reason, .field, .message))]
+    Rejected {
+        /// Customer.io's `reason`.
+        reason: String,
+        /// The field, when given.
+        field: Option<String>,
+        /// Customer.io's `message`.
+        message: String,
+    },
+}
+
+fn rejected_text(reason: &str, field: &Option<String>, message: &str) -> String {
+    match field {
+        Some(f) => format!("{reason} ({f}): {message}"),
+        None => format!("{reason}: {message}"),
+    }
+}
+
+/// The per-entry answer to a batch: `outcomes[i]` belongs to the caller's entry `i`.
+#[derive(Clone, Debug)]
+pub struct BatchResponse {
+    /// The HTTP status (200 or 207), or `None` when no request was sent (every entry invalid).
+    pub status: Option<StatusCode>,
+    /// One outcome per entry, in the caller's order.
+    pub outcomes: Vec<Result<(), EntryError>>,
+}
+
+impl BatchResponse {
+    /// How many entries were accepted.
+    pub fn accepted(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.is_ok()).count()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorsBody {
+    #[serde(default)]
+    errors: Vec<EntryErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct EntryErrorBody {
+    batch_index: Option<usize>,
+    #[serde(default)]
+    reason: String,
+    field: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+impl BatchClient {
+    /// A client with default options.
+    pub fn new(region: Region, credentials: TrackCredentials) -> Self {
+        Self::with_options(region, credentials, &ClientOptions::default())
+    }
+
+    /// A client with these options.
+    pub fn with_options(region: Region, credentials: TrackCredentials, options: &ClientOptions) -> Self {
+        Self::with_transport(region, credentials, Transport::new(options), options.limits.clone())
+    }
+
+    /// A client sharing an existing transport.
+    pub fn with_transport(
+        region: Region,
+        credentials: TrackCredentials,
+        transport: Transport,
+        limits: Limits,
+    ) -> Self {
+        BatchClient {
+            inner: Arc::new(Inner {
+                transport,
+                batch_url: format!("{}/v2/batch", region.track_base()),
+                entity_url: format!("{}/v2/entity", region.track_base()),
+                auth: credentials.header(),
+                limits,
+            }),
+        }
+    }
+
+    /// The limits this client enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Validates, encodes and sends a batch.
+    pub fn send(&self, ops: &[Operation]) -> ResponseFuture<BatchResponse> {
+        let inner = self.inner.clone();
+        let encoded = encode_batch(ops, &inner.limits);
+        let n = ops.len();
+        Box::pin(async move {
+            let encoded = encoded?;
+            let mut outcomes: Vec<Result<(), EntryError>> = vec![Ok(()); n];
+            for (i, e) in encoded.rejected {
+                outcomes[i] = Err(EntryError::Invalid(e));
+            }
+            if encoded.sent.is_empty() {
+                return Ok(BatchResponse {
+                    status: None,
+                    outcomes,
+                });
+            }
+            let resp = inner
+                .transport
+                .send_checked(
+                    Method::POST,
+                    &inner.batch_url,
+                    &inner.auth,
+                    Some(Bytes::from(encoded.body)),
+                )
+                .await?;
+            // 200 `{}` (or an empty body) is all accepted; a 207 or a 200 with `errors` is not.
+            if !resp.body.is_empty() {
+                let parsed: ErrorsBody =
+                    serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
+                        status: resp.status,
+                        reason: format!("expected {{\"errors\":[...]}}: {e}"),
+                    })?;
+                for err in parsed.errors {
+                    let Some(original) = err.batch_index.and_then(|i| encoded.sent.get(i)) else {
+                        return Err(Error::InvalidResponse {
+                            status: resp.status,
+                            reason: format!(
+                                "error without a valid batch_index ({:?} of {} entries sent): {}",
+                                err.batch_index,
+                                encoded.sent.len(),
+                                err.message
+                            ),
+                        });
+                    };
+                    outcomes[*original] = Err(EntryError::Rejected {
+                        reason: err.reason,
+                        field: err.field,
+                        message: err.message,
+                    });
+                }
+            } else if resp.status == StatusCode::MULTI_STATUS {
+                return Err(Error::InvalidResponse {
+                    status: resp.status,
+                    reason: "a 207 without an errors array".into(),
+                });
+            }
+            Ok(BatchResponse {
+                status: Some(resp.status),
+                outcomes,
+            })
+        })
+    }
+
+    /// `POST /api/v2/entity`: one entry on its own (at most 32 KB).
+    pub async fn entity(&self, op: &Operation) -> Result<(), Error> {
+        let mut body = Vec::with_capacity(256);
+        op.encode_entry(&self.inner.limits, &mut body)?;
+        self.inner
+            .transport
+            .send_checked(
+                Method::POST,
+                &self.inner.entity_url,
+                &self.inner.auth,
+                Some(Bytes::from(body)),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl tower::Service<Vec<Operation>> for BatchClient {
+    type Response = BatchResponse;
+    type Error = Error;
+    type Future = ResponseFuture<BatchResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ops: Vec<Operation>) -> Self::Future {
+        self.send(&ops)
+    }
+}

@@ -1,0 +1,129 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+
+use super::ResponseFuture;
+use crate::transport::{ClientOptions, Transport};
+use crate::{Error, Limits, Operation, Region, TrackCredentials};
+
+/// Track API v1: one request per [`Operation`], the synchronous path for callers that need an
+/// answer per operation.
+///
+/// Every operation is validated against [`Limits`] before it is sent.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), cio_api::Error> {
+/// use cio_api::{Operation, Region, TrackClient, TrackCredentials};
+/// use tower::ServiceExt;
+///
+/// let client = TrackClient::new(Region::Us, TrackCredentials::new("site", "key"));
+/// let op = Operation::from_json(br#"{"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"plan":"pro"}}"#)
+///     .expect("a valid entry");
+/// client.oneshot(op).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TrackClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    base: String,
+    auth: HeaderValue,
+    limits: Limits,
+}
+
+/// A successful v1 answer.
+#[derive(Clone, Debug)]
+pub struct TrackResponse {
+    /// 200, or 204 for form submissions.
+    pub status: StatusCode,
+    /// The body (usually `{}` or empty).
+    pub body: Bytes,
+}
+
+impl TrackClient {
+    /// A client with default options (10 s timeout, documented limits).
+    pub fn new(region: Region, credentials: TrackCredentials) -> Self {
+        Self::with_options(region, credentials, &ClientOptions::default())
+    }
+
+    /// A client with these options.
+    pub fn with_options(region: Region, credentials: TrackCredentials, options: &ClientOptions) -> Self {
+        Self::with_transport(region, credentials, Transport::new(options), options.limits.clone())
+    }
+
+    /// A client sharing an existing transport (and its connection pool).
+    pub fn with_transport(
+        region: Region,
+        credentials: TrackCredentials,
+        transport: Transport,
+        limits: Limits,
+    ) -> Self {
+        TrackClient {
+            inner: Arc::new(Inner {
+                transport,
+                base: format!("{}/v1", region.track_base()),
+                auth: credentials.header(),
+                limits,
+            }),
+        }
+    }
+
+    /// Validates and sends one operation.
+    pub fn send(&self, op: &Operation) -> ResponseFuture<TrackResponse> {
+        let inner = self.inner.clone();
+        let prepared = op
+            .validate(&inner.limits)
+            .map_err(Error::from)
+            .and_then(|()| op.to_v1());
+        Box::pin(async move {
+            let req = prepared?;
+            let body = req
+                .body
+                .as_ref()
+                .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+            let url = format!("{}{}", inner.base, req.path);
+            let resp = inner
+                .transport
+                .send_checked(req.method, &url, &inner.auth, body)
+                .await?;
+            Ok(TrackResponse {
+                status: resp.status,
+                body: resp.body,
+            })
+        })
+    }
+
+    /// `GET /api/v1/accounts/region`: the workspace's region, as `{url, region, environment_id}`.
+    pub async fn account_region(&self) -> Result<serde_json::Value, Error> {
+        let url = format!("{}/accounts/region", self.inner.base);
+        let resp = self
+            .inner
+            .transport
+            .send_checked(Method::GET, &url, &self.inner.auth, None)
+            .await?;
+        serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
+            status: resp.status,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl tower::Service<Operation> for TrackClient {
+    type Response = TrackResponse;
+    type Error = Error;
+    type Future = ResponseFuture<TrackResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, op: Operation) -> Self::Future {
+        self.send(&op)
+    }
+}

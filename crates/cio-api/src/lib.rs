@@ -1,0 +1,64 @@
+//! Customer.io's write APIs as `tower::Service`s, with every documented limit checked before
+//! anything is sent.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`Operation`] | every Track write in one type; its canonical form is the v2 entry JSON |
+//! | [`validate`] | [`Limits`] and [`ValidationError`]: sizes measured on the bytes sent |
+//! | [`TrackClient`] | Track v1, one request per operation (`PUT /customers/{id}`, ...) |
+//! | [`BatchClient`] | Track v2 `/batch`, answered per entry (a 207 maps back to the exact entries) |
+//! | [`AppClient`] | App API: transactional messages, broadcast triggers |
+//! | [`PipelinesClient`] | Pipelines (CDP): identify, track, page, screen, group, alias, batch |
+//! | [`Region`], credentials | where requests go and how they authenticate (secrets never in `Debug`) |
+//! | [`Error`] | one error type with [`Error::is_retryable`] and [`Error::retry_after`] |
+//!
+//! All clients share a pooled hyper-util [`Transport`] (keep-alive, rustls, a whole-request
+//! timeout of 10 s by default, redirects only within `*.customer.io`).
+//!
+//! ```
+//! use cio_api::{Limits, Operation, ValidationError};
+//!
+//! // One line of the pipeline's input format.
+//! let line = br#"{"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"plan":"pro"}}"#;
+//! let op = Operation::from_json(line).unwrap();
+//! assert_eq!(op.to_v1().unwrap().path, "/customers/42");
+//!
+//! // Limits are checked before sending, with the field, the limit and the size.
+//! let long = format!(r#"{{"type":"person","identifiers":{{"id":"{}"}},"action":"delete"}}"#, "x".repeat(151));
+//! let err = Operation::from_json(long.as_bytes()).unwrap().validate(&Limits::default()).unwrap_err();
+//! assert_eq!(err, ValidationError::TooLarge { field: "identifiers.id".into(), limit: 150, actual: 151 });
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod credentials;
+mod error;
+mod identifier;
+pub mod operation;
+pub mod pipelines;
+mod region;
+pub mod transactional;
+mod transport;
+pub mod validate;
+
+pub use client::{
+    AppClient, AppResponse, BatchClient, BatchResponse, EntryError, PipelinesClient,
+    PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
+};
+pub use credentials::{AppCredentials, PipelinesCredentials, Secret, TrackCredentials};
+pub use error::{parse_retry_after, ConfigError, Error, RETRYABLE_STATUSES};
+pub use identifier::{ObjectIdentifier, PersonIdentifier, Relationship, RelationshipTarget};
+pub use operation::{
+    AddDevice, DecodeError, DeleteDevice, DeliveryEvent, Device, Event, EventKind, EventSubject,
+    FormSubmit, Identify, Merge, ObjectIdentify, ObjectRelationships, Operation,
+    PersonRelationships, SegmentChange, SegmentIdType, SegmentMembership, V1Request,
+};
+pub use pipelines::{CallKind, PipelinesCall, PipelinesRequest};
+pub use region::{CustomEndpoints, Region};
+pub use transactional::{AppRequest, BroadcastTrigger, MessageIdentifiers, MessageKind, TransactionalMessage};
+pub use transport::{ClientOptions, RawResponse, Transport};
+pub use validate::{Limits, ValidationError};
+
+/// A JSON object of attributes (profile attributes, event data, traits).
+pub type Attributes = serde_json::Map<String, serde_json::Value>;

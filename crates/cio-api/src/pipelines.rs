@@ -1,0 +1,225 @@
+//! Pipelines (CDP) calls: Segment-compatible `identify`, `track`, `page`, `screen`, `group`,
+//! `alias` and `batch`.
+//!
+//! Customer.io answers an over-size Pipelines request with 200 and drops it, so the size checks
+//! here are the only protection: [`PipelinesRequest::encode`] refuses a call over 32 KB or a
+//! batch over 500 KB before anything is sent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::validate::{Limits, ValidationError};
+use crate::Attributes;
+
+/// The kind of a Pipelines call (`type` in a batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallKind {
+    /// `/identify`.
+    Identify,
+    /// `/track`.
+    Track,
+    /// `/page`.
+    Page,
+    /// `/screen`.
+    Screen,
+    /// `/group`.
+    Group,
+    /// `/alias`.
+    Alias,
+}
+
+impl CallKind {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Identify => "identify",
+            CallKind::Track => "track",
+            CallKind::Page => "page",
+            CallKind::Screen => "screen",
+            CallKind::Group => "group",
+            CallKind::Alias => "alias",
+        }
+    }
+
+    /// Parses a path segment.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            CallKind::Identify,
+            CallKind::Track,
+            CallKind::Page,
+            CallKind::Screen,
+            CallKind::Group,
+            CallKind::Alias,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One Pipelines call, in Segment's spec (camelCase keys). Fields a kind does not use stay
+/// `None`; anything else goes in `extra`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelinesCall {
+    /// The call's kind; sent as `type` inside a batch, implied by the path otherwise.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CallKind>,
+    /// Your id for the user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// An anonymous id (cookie, device).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// `track`: the event name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// `page` / `screen`: the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `group`: the group id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// `alias`: the previous id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    /// `identify` / `group`: traits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Attributes>,
+    /// `track` / `page` / `screen`: properties.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Attributes>,
+    /// Segment context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Attributes>,
+    /// ISO-8601 timestamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// A unique id for de-duplication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Anything else (`integrations`, ...).
+    #[serde(flatten)]
+    pub extra: Attributes,
+}
+
+impl PipelinesCall {
+    /// Checks the required fields of a call of `kind`.
+    pub fn validate(&self, kind: CallKind, field: &str) -> Result<(), ValidationError> {
+        let missing = |f: &str| ValidationError::Missing {
+            field: format!("{field}{f}"),
+        };
+        if kind == CallKind::Alias {
+            if self.previous_id.is_none() {
+                return Err(missing("previousId"));
+            }
+            if self.user_id.is_none() {
+                return Err(missing("userId"));
+            }
+            return Ok(());
+        }
+        if self.user_id.is_none() && self.anonymous_id.is_none() {
+            return Err(ValidationError::Missing {
+                field: format!("{field}userId or {field}anonymousId"),
+            });
+        }
+        match kind {
+            CallKind::Track if self.event.is_none() => Err(missing("event")),
+            CallKind::Group if self.group_id.is_none() => Err(missing("groupId")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One request to the Pipelines API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PipelinesRequest {
+    /// A single call to `/{kind}`.
+    Call(CallKind, PipelinesCall),
+    /// `/batch`: each call carries its `type`; `context` and `integrations` apply to all.
+    Batch {
+        /// The calls.
+        batch: Vec<PipelinesCall>,
+        /// Batch-level context.
+        context: Option<Attributes>,
+        /// Batch-level integrations.
+        integrations: Option<Value>,
+    },
+}
+
+impl PipelinesRequest {
+    /// The path below the Pipelines base (`/identify`, ..., `/batch`).
+    pub fn path(&self) -> String {
+        match self {
+            PipelinesRequest::Call(kind, _) => format!("/{}", kind.as_str()),
+            PipelinesRequest::Batch { .. } => "/batch".into(),
+        }
+    }
+
+    /// Validates and encodes the body: required fields, 32 KB per call, 500 KB per batch.
+    pub fn encode(&self, limits: &Limits) -> Result<Vec<u8>, ValidationError> {
+        match self {
+            PipelinesRequest::Call(kind, call) => {
+                call.validate(*kind, "")?;
+                let body = serde_json::to_vec(call).map_err(|e| ValidationError::Invalid {
+                    field: "body".into(),
+                    reason: e.to_string(),
+                })?;
+                if body.len() > limits.entry_bytes {
+                    return Err(ValidationError::TooLarge {
+                        field: "body".into(),
+                        limit: limits.entry_bytes,
+                        actual: body.len(),
+                    });
+                }
+                Ok(body)
+            }
+            PipelinesRequest::Batch {
+                batch,
+                context,
+                integrations,
+            } => {
+                if batch.is_empty() {
+                    return Err(ValidationError::Empty {
+                        field: "batch".into(),
+                    });
+                }
+                for (i, call) in batch.iter().enumerate() {
+                    let field = format!("batch[{i}].");
+                    let kind = call.kind.ok_or_else(|| ValidationError::Missing {
+                        field: format!("{field}type"),
+                    })?;
+                    call.validate(kind, &field)?;
+                    let size = serde_json::to_vec(call).map(|v| v.len()).unwrap_or(0);
+                    if size > limits.entry_bytes {
+                        return Err(ValidationError::TooLarge {
+                            field: format!("batch[{i}]"),
+                            limit: limits.entry_bytes,
+                            actual: size,
+                        });
+                    }
+                }
+                let mut body = serde_json::Map::new();
+                body.insert(
+                    "batch".into(),
+                    serde_json::to_value(batch).unwrap_or(Value::Null),
+                );
+                if let Some(c) = context {
+                    body.insert("context".into(), Value::Object(c.clone()));
+                }
+                if let Some(i) = integrations {
+                    body.insert("integrations".into(), i.clone());
+                }
+                let body = serde_json::to_vec(&body).unwrap_or_default();
+                if body.len() > limits.batch_bytes {
+                    return Err(ValidationError::TooLarge {
+                        field: "batch".into(),
+                        limit: limits.batch_bytes,
+                        actual: body.len(),
+                    });
+                }
+                Ok(body)
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `cio mock`: the mock Customer.io as a process.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use cio_mock::{Faults, Latency, MockServer};
+
+/// Flags of `cio mock`.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  cio mock --listen 127.0.0.1:7070 --site-id site --api-key key --track-rate 100 --latency-ms 20,120 --error-rate 0.01\n\n\
+Point an SDK or `cio pipe --endpoint http://127.0.0.1:7070` at it; read what it accepted with\n  curl http://127.0.0.1:7070/__mock/stats\n\
+and change faults while it runs with\n  curl -X POST http://127.0.0.1:7070/__mock/faults -d '{\"latency_ms\":2000}'")]
+pub struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Track site id to require (with --api-key); without it any Basic credentials pass.
+    #[arg(long, env = "CIO_SITE_ID", requires = "api_key")]
+    site_id: Option<String>,
+    /// Track API key to require (with --site-id).
+    #[arg(long, env = "CIO_API_KEY", requires = "site_id", hide_env_values = true)]
+    api_key: Option<String>,
+    /// App API key to require (Bearer).
+    #[arg(long, env = "CIO_APP_KEY", hide_env_values = true)]
+    app_key: Option<String>,
+    /// Pipelines write key to require.
+    #[arg(long, env = "CIO_CDP_KEY", hide_env_values = true)]
+    cdp_key: Option<String>,
+    /// Track requests per second (v1 and v2 together); 0 for no limit.
+    #[arg(long, default_value_t = 100)]
+    track_rate: u32,
+    /// Track burst (requests allowed at once after idling); defaults to the rate.
+    #[arg(long)]
+    track_burst: Option<u32>,
+    /// App API requests per second; 0 for no limit.
+    #[arg(long, default_value_t = 10)]
+    app_rate: u32,
+    /// Added latency in ms: a fixed P50, or P50,P99 for a log-normal tail.
+    #[arg(long, value_parser = parse_latency, value_name = "P50[,P99]")]
+    latency_ms: Option<Latency>,
+    /// Fraction of requests answered 500/502/503 (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    error_rate: f64,
+    /// Fraction of requests answered 429 regardless of the limit (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    throttle_rate: f64,
+    /// Fraction of connections closed without an answer (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    drop_rate: f64,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; give a fraction such as 0.01"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1 (0.01 means 1 %)"))
+    }
+}
+
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    let num = |p: &str| {
+        p.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{p:?} is not a number of milliseconds"))
+    };
+    let l = match s.split_once(',') {
+        None => Latency { p50: num(s)?, p99: None },
+        Some((a, b)) => Latency { p50: num(a)?, p99: Some(num(b)?) },
+    };
+    if l.p99.is_some_and(|p99| p99 < l.p50) {
+        return Err(format!("P99 ({}) must not be below P50 ({})", l.p99.unwrap_or_default(), l.p50));
+    }
+    Ok(l)
+}
+
+pub async fn run(args: MockArgs) -> Result<(), String> {
+    let mut builder = MockServer::builder().listen(args.listen);
+    if let (Some(site), Some(key)) = (&args.site_id, &args.api_key) {
+        builder = builder.track_credentials(site, key);
+    }
+    if let Some(k) = &args.app_key {
+        builder = builder.app_key(k);
+    }
+    if let Some(k) = &args.cdp_key {
+        builder = builder.pipelines_key(k);
+    }
+    builder = builder.track_rate(args.track_rate, args.track_burst.unwrap_or(args.track_rate));
+    builder = builder.app_limit(std::num::NonZeroU32::new(args.app_rate).map(cio_mock::RateLimit::per_second));
+    builder = builder.faults(Faults {
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        throttle_rate: args.throttle_rate,
+        drop_rate: args.drop_rate,
+    });
+    let mock = builder.start().await.map_err(|e| match e {
+        cio_mock::MockError::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr}: the port is already in use\n  hint: stop the other process, or pick another address with --listen 127.0.0.1:PORT (port 0 picks a free one)"
+        ),
+        other => other.to_string(),
+    })?;
+    println!("listening on {}", mock.url());
+    tracing::info!(
+        track_rate = args.track_rate,
+        app_rate = args.app_rate,
+        credentials = args.site_id.is_some(),
+        "mock Customer.io ready; stats at {}/__mock/stats",
+        mock.url()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let stats = mock.stats();
+    mock.shutdown().await;
+    tracing::info!(requests = stats.requests, rejected = stats.rejected, unique_event_ids = stats.unique_event_ids, "stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,267 @@
+//! A mock Customer.io that behaves like the real one, for tests, benches, load tests and demos.
+//!
+//! One port serves every API laid out as Customer.io lays them out, so an official SDK pointed at
+//! it with its `url` option works unchanged:
+//!
+//! | prefix | API | auth |
+//! |---|---|---|
+//! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, forms) | Basic `site_id:api_key` |
+//! | `/api/v2/batch`, `/api/v2/entity` | Track v2 | Basic |
+//! | `/v1/send/*`, `/v1/campaigns/{id}/triggers` | App API | Bearer |
+//! | `/v1/identify`, `/track`, `/page`, `/screen`, `/group`, `/alias`, `/batch` | Pipelines | Basic `write_key:` |
+//! | `/__mock/stats`, `/__mock/reset`, `/__mock/faults` | the mock's own controls | none |
+//!
+//! It validates with the client's own rules (`cio_api::validate`) and answers like Customer.io:
+//! 400 with its error bodies, 207 with `batch_index` errors, 401, 413 while reading an over-size
+//! body, 429 with `Retry-After` from per-API token buckets (Track 100/s, App 10/s by default).
+//! Faults (latency, 5xx, 429, dropped connections) can be changed while it runs, through
+//! [`MockHandle::set_faults`] or `POST /__mock/faults`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mock = cio_mock::MockServer::builder().start().await.unwrap();
+//! println!("mock listening on {}", mock.url());
+//! assert_eq!(mock.stats().requests, 0);
+//! mock.shutdown().await;
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod app;
+mod config;
+mod server;
+mod stats;
+mod track;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Faults, Latency, MockConfig, MockCredentials, RateLimit};
+pub use stats::StatsSnapshot;
+
+use server::State;
+
+/// Entry point: [`MockServer::builder`].
+pub struct MockServer;
+
+impl MockServer {
+    /// A builder with Customer.io's defaults (Track 100/s, App 10/s, no credentials required,
+    /// no faults), listening on a free loopback port.
+    pub fn builder() -> MockBuilder {
+        MockBuilder {
+            config: MockConfig::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// Configures and starts a mock server.
+#[derive(Clone, Debug)]
+pub struct MockBuilder {
+    config: MockConfig,
+    listen: SocketAddr,
+}
+
+/// Why the mock could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// The address could not be bound (in use, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Invalid faults.
+    #[error("invalid faults: {0}")]
+    Faults(String),
+}
+
+impl MockBuilder {
+    /// Where to listen (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Require these Track credentials (otherwise any well-formed Basic credentials pass).
+    pub fn track_credentials(mut self, site_id: &str, api_key: &str) -> Self {
+        self.config.credentials.track = Some(cio_api::TrackCredentials::new(site_id, api_key));
+        self
+    }
+
+    /// Require this App API key.
+    pub fn app_key(mut self, key: &str) -> Self {
+        self.config.credentials.app = Some(cio_api::AppCredentials::new(key));
+        self
+    }
+
+    /// Require this Pipelines write key.
+    pub fn pipelines_key(mut self, key: &str) -> Self {
+        self.config.credentials.pipelines = Some(cio_api::PipelinesCredentials::new(key));
+        self
+    }
+
+    /// The Track limit (`None`: unlimited).
+    pub fn track_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.config.track_limit = limit;
+        self
+    }
+
+    /// The App API limit (`None`: unlimited).
+    pub fn app_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.config.app_limit = limit;
+        self
+    }
+
+    /// The Pipelines limit (`None`: unlimited).
+    pub fn pipelines_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.config.pipelines_limit = limit;
+        self
+    }
+
+    /// Track rate per second with a burst; 0 means unlimited.
+    pub fn track_rate(self, per_second: u32, burst: u32) -> Self {
+        let limit = NonZeroU32::new(per_second).map(|r| RateLimit {
+            per_second: r,
+            burst: NonZeroU32::new(burst).unwrap_or(r),
+        });
+        self.track_limit(limit)
+    }
+
+    /// No rate limits at all (for throughput benches).
+    pub fn unlimited(self) -> Self {
+        self.track_limit(None).app_limit(None).pipelines_limit(None)
+    }
+
+    /// Validation limits.
+    pub fn limits(mut self, limits: cio_api::Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Faults at start.
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.config.faults = faults;
+        self
+    }
+
+    /// The whole configuration at once.
+    pub fn config(mut self, config: MockConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds and starts serving in a background task.
+    pub async fn start(self) -> Result<MockHandle, MockError> {
+        self.config.faults.check().map_err(MockError::Faults)?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| MockError::Bind {
+                addr: self.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| MockError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        let state = Arc::new(State::new(self.config));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::serve(listener, state.clone(), shutdown.clone()));
+        Ok(MockHandle {
+            addr,
+            state,
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running mock. Dropping it stops the server; [`MockHandle::shutdown`] also waits for
+/// in-flight requests.
+pub struct MockHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockHandle").field("addr", &self.addr).finish()
+    }
+}
+
+impl MockHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A [`cio_api::Region`] pointing every client at this mock.
+    pub fn region(&self) -> cio_api::Region {
+        cio_api::Region::Custom(cio_api::CustomEndpoints {
+            track: format!("{}/api", self.url()),
+            app: format!("{}/v1", self.url()),
+            pipelines: format!("{}/v1", self.url()),
+        })
+    }
+
+    /// What it has seen so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// Clears the stats (and the set of seen event ids).
+    pub fn reset(&self) {
+        self.state.stats.reset();
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> Faults {
+        self.state.faults()
+    }
+
+    /// Replaces the faults, effective for the next request.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), MockError> {
+        self.state.set_faults(faults).map_err(MockError::Faults)
+    }
+
+    /// The configuration it started with.
+    pub fn config(&self) -> &MockConfig {
+        &self.state.config
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a few seconds), and returns.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Resolves when the server stops (after [`MockHandle::shutdown`] from another clone of the
+    /// token, or on a fatal error). For `cio mock`, which runs until a signal.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,399 @@
+//! The accept loop, per-request pipeline (drop, auth, limits, faults, body, route, latency) and
+//! the `/__mock/*` admin endpoints.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use governor::{clock::Clock, DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Faults, MockConfig, RateLimit};
+use crate::stats::Stats;
+use crate::{app, track};
+
+/// Shared state of one mock server.
+pub(crate) struct State {
+    pub(crate) config: MockConfig,
+    pub(crate) faults: RwLock<Faults>,
+    pub(crate) stats: Stats,
+    track_limiter: Option<DefaultDirectRateLimiter>,
+    app_limiter: Option<DefaultDirectRateLimiter>,
+    pipelines_limiter: Option<DefaultDirectRateLimiter>,
+}
+
+fn limiter(l: Option<RateLimit>) -> Option<DefaultDirectRateLimiter> {
+    l.map(|l| RateLimiter::direct(Quota::per_second(l.per_second).allow_burst(l.burst)))
+}
+
+impl State {
+    pub(crate) fn new(config: MockConfig) -> Self {
+        State {
+            faults: RwLock::new(config.faults),
+            stats: Stats::new(),
+            track_limiter: limiter(config.track_limit),
+            app_limiter: limiter(config.app_limit),
+            pipelines_limiter: limiter(config.pipelines_limit),
+            config,
+        }
+    }
+
+    pub(crate) fn faults(&self) -> Faults {
+        *self.faults.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_faults(&self, f: Faults) -> Result<(), String> {
+        f.check()?;
+        *self.faults.write().unwrap_or_else(|p| p.into_inner()) = f;
+        Ok(())
+    }
+}
+
+/// Which API a path belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Api {
+    Track,
+    App,
+    Pipelines,
+}
+
+fn classify(path: &str) -> Option<Api> {
+    if path.starts_with("/api/v1/") || path.starts_with("/api/v2/") {
+        return Some(Api::Track);
+    }
+    let rest = path.strip_prefix("/v1/")?;
+    if rest.starts_with("send/") || rest.starts_with("campaigns/") {
+        return Some(Api::App);
+    }
+    let first = rest.split('/').next().unwrap_or_default();
+    if cio_api::CallKind::parse(first).is_some() || first == "batch" {
+        return Some(Api::Pipelines);
+    }
+    None
+}
+
+/// The error that makes hyper close a connection without answering (the `drop_rate` fault).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+pub(crate) type Answer = Response<Full<Bytes>>;
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: &Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(body).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `{"meta":{"error":"..."}}`, the v1 and App API error shape.
+pub(crate) fn meta_error(status: StatusCode, message: impl Into<String>) -> Answer {
+    json(status, &json!({"meta": {"error": message.into()}}))
+}
+
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        while conns.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    // Let in-flight requests finish (each connection shuts down gracefully).
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+    let path = req.uri().path();
+    if path.starts_with("/__mock/") {
+        return Ok(admin(&state, req).await);
+    }
+    state.stats.request();
+    let faults = state.faults();
+    let (drop, z) = {
+        let mut rng = rand::thread_rng();
+        (rng.gen::<f64>() < faults.drop_rate, standard_normal(&mut rng))
+    };
+    if drop {
+        state.stats.dropped_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(Dropped);
+    }
+    let answer = api(&state, &faults, req).await;
+    if let Some(latency) = faults.latency_ms {
+        let d = latency.sample(z);
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+    state.stats.status(answer.status().as_u16());
+    Ok(answer)
+}
+
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    // Box–Muller.
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+async fn api(state: &State, faults: &Faults, req: Request<Incoming>) -> Answer {
+    let Some(api) = classify(req.uri().path()) else {
+        return meta_error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+        );
+    };
+    if let Err(answer) = authorize(state, api, req.headers()) {
+        state.stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return answer;
+    }
+    let limiter = match api {
+        Api::Track => &state.track_limiter,
+        Api::App => &state.app_limiter,
+        Api::Pipelines => &state.pipelines_limiter,
+    };
+    if let Some(l) = limiter {
+        if let Err(not_until) = l.check() {
+            state.stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return too_many(secs, "rate limit exceeded");
+        }
+    }
+    if api == Api::Track {
+        state.stats.track_admitted();
+    }
+    let (throttle, error) = {
+        let mut rng = rand::thread_rng();
+        (
+            rng.gen::<f64>() < faults.throttle_rate,
+            (rng.gen::<f64>() < faults.error_rate).then(|| [500u16, 502, 503][rng.gen_range(0..3)]),
+        )
+    };
+    if throttle {
+        state.stats.injected_throttles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return too_many(1, "throttled (injected)");
+    }
+    if let Some(status) = error {
+        state.stats.injected_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return meta_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "injected fault",
+        );
+    }
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().clone();
+    let max = match (api, path.as_str()) {
+        (Api::Track, "/api/v2/batch") => state.config.limits.batch_bytes,
+        (Api::Track, "/api/v2/entity") => state.config.limits.entry_bytes,
+        _ => state.config.max_body_bytes,
+    };
+    let body = match read_body(req, max).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    match api {
+        Api::Track => track::route(state, &method, &path, query.as_deref(), &body),
+        Api::App => app::route_app(state, &method, &path, &body),
+        Api::Pipelines => app::route_pipelines(state, &method, &path, &body),
+    }
+}
+
+fn too_many(retry_after_secs: u64, message: &str) -> Answer {
+    let mut r = meta_error(StatusCode::TOO_MANY_REQUESTS, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r
+}
+
+/// Reads the body, refusing it once it passes `max` bytes (memory stays bounded).
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> {
+    let too_large = |n: Option<u64>| {
+        let size = n.map(|n| format!("{n} bytes")).unwrap_or_else(|| "more".into());
+        json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"errors": [{"reason": "too_large", "field": "body",
+                "message": format!("request body is {size}, over the limit of {max} bytes")}]}),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(declared));
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(None)),
+        Err(e) => Err(meta_error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+fn authorize(state: &State, api: Api, headers: &http::HeaderMap) -> Result<(), Answer> {
+    let unauthorized = |why: &str| {
+        let mut r = meta_error(StatusCode::UNAUTHORIZED, format!("Unauthorized request: {why}"));
+        let challenge = if api == Api::App { "Bearer" } else { "Basic realm=\"customer.io\"" };
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        r
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(unauthorized("no Authorization header"));
+    };
+    let creds = &state.config.credentials;
+    match api {
+        Api::App => {
+            let Some(token) = value.strip_prefix("Bearer ").filter(|t| !t.is_empty()) else {
+                return Err(unauthorized("the App API expects Authorization: Bearer <app api key>"));
+            };
+            match &creds.app {
+                Some(c) if c.app_api_key.expose() != token => Err(unauthorized("wrong App API key")),
+                _ => Ok(()),
+            }
+        }
+        Api::Track | Api::Pipelines => {
+            let Some((user, pass)) = basic(value) else {
+                return Err(unauthorized("expected HTTP Basic credentials"));
+            };
+            if user.is_empty() {
+                return Err(unauthorized("empty user name"));
+            }
+            let ok = match (api, &creds.track, &creds.pipelines) {
+                (Api::Track, Some(c), _) => c.site_id == user && c.api_key.expose() == pass,
+                (Api::Pipelines, _, Some(c)) => c.write_key.expose() == user,
+                _ => true,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(unauthorized("wrong credentials"))
+            }
+        }
+    }
+}
+
+fn basic(value: &str) -> Option<(String, String)> {
+    let token = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+async fn admin(state: &State, req: Request<Incoming>) -> Answer {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match (method, path.as_str()) {
+        (Method::GET, "/__mock/stats") => json(
+            StatusCode::OK,
+            &serde_json::to_value(state.stats.snapshot()).unwrap_or(Value::Null),
+        ),
+        (Method::POST, "/__mock/reset") => {
+            state.stats.reset();
+            json(StatusCode::OK, &json!({}))
+        }
+        (Method::GET, "/__mock/faults") => json(
+            StatusCode::OK,
+            &serde_json::to_value(state.faults()).unwrap_or(Value::Null),
+        ),
+        (Method::POST, "/__mock/faults") => {
+            let body = match read_body(req, 64 * 1024).await {
+                Ok(b) => b,
+                Err(a) => return a,
+            };
+            match patch_faults(state.faults(), &body).and_then(|f| state.set_faults(f).map(|()| f)) {
+                Ok(f) => json(StatusCode::OK, &serde_json::to_value(f).unwrap_or(Value::Null)),
+                Err(e) => meta_error(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        (Method::GET, "/__mock/health") => json(StatusCode::OK, &json!({"ok": true})),
+        (m, p) => meta_error(
+            StatusCode::NOT_FOUND,
+            format!("no such admin endpoint: {m} {p} (try GET /__mock/stats, POST /__mock/reset, GET|POST /__mock/faults)"),
+        ),
+    }
+}
+
+/// Applies the fields present in `body` to the current faults; absent fields keep their value.
+fn patch_faults(current: Faults, body: &[u8]) -> Result<Faults, String> {
+    let patch: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(patch) = patch else {
+        return Err("expected a JSON object like {\"error_rate\":0.01}".into());
+    };
+    let mut merged = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &mut merged {
+        m.extend(patch);
+    }
+    serde_json::from_value(merged).map_err(|e| format!("invalid faults: {e}"))
+}
+
