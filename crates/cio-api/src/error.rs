@@ -128,7 +128,11 @@ impl Error {
 /// Reads `Retry-After` in both forms: delay-seconds (`"2"`) or an HTTP date. A date in the past
 /// gives zero.
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let raw = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -215,7 +219,10 @@ mod tests {
             Some(Duration::from_secs(5))
         );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
-        assert_eq!(parse_retry_after(&headers(&past), now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&headers(&past), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after(&headers("soon"), now), None);
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
     }
@@ -225,7 +232,9 @@ mod tests {
         assert_eq!(error_message(br#"{"meta":{"error":"bad id"}}"#), "bad id");
         assert_eq!(error_message(br#"{"meta":{"errors":["a","b"]}}"#), "a; b");
         assert_eq!(
-            error_message(br#"{"errors":[{"reason":"invalid","field":"name","message":"too long"}]}"#),
+            error_message(
+                br#"{"errors":[{"reason":"invalid","field":"name","message":"too long"}]}"#
+            ),
             "name: too long"
         );
         assert_eq!(error_message(b"Unauthorized\n"), "Unauthorized");

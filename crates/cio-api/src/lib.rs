@@ -56,7 +56,9 @@ pub use operation::{
 };
 pub use pipelines::{CallKind, PipelinesCall, PipelinesRequest};
 pub use region::{CustomEndpoints, Region};
-pub use transactional::{AppRequest, BroadcastTrigger, MessageIdentifiers, MessageKind, TransactionalMessage};
+pub use transactional::{
+    AppRequest, BroadcastTrigger, MessageIdentifiers, MessageKind, TransactionalMessage,
+};
 pub use transport::{ClientOptions, RawResponse, Transport};
 pub use validate::{Limits, ValidationError};
 

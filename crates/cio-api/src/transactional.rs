@@ -164,7 +164,8 @@ impl TransactionalMessage {
                 });
             }
         }
-        let recipients = count_addresses(&self.to) + count_addresses(&self.cc) + count_addresses(&self.bcc);
+        let recipients =
+            count_addresses(&self.to) + count_addresses(&self.cc) + count_addresses(&self.bcc);
         if kind == MessageKind::Email && recipients > MAX_RECIPIENTS {
             return Err(ValidationError::TooMany {
                 field: "to, cc and bcc".into(),
@@ -214,6 +215,9 @@ pub struct BroadcastTrigger {
 }
 
 /// One App API request.
+// One request per HTTP call: its size on the stack is irrelevant next to the request itself,
+// and boxing would only make it clumsier to build.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum AppRequest {
     /// A transactional message.

@@ -204,7 +204,10 @@ impl Transport {
                 h.insert(AUTHORIZATION, auth.clone());
                 h.insert(USER_AGENT, self.inner.user_agent.clone());
                 h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+                h.insert(
+                    http::header::ACCEPT,
+                    HeaderValue::from_static("application/json"),
+                );
             }
             let req = req
                 .body(Full::new(body.clone().unwrap_or_default()))
@@ -323,8 +326,12 @@ mod tests {
 
     #[test]
     fn redirects_stay_within_customer_io() {
-        let origin: Uri = "https://track.customer.io/api/v1/customers/1".parse().unwrap();
-        let ok: Uri = "https://track-eu.customer.io/api/v1/customers/1".parse().unwrap();
+        let origin: Uri = "https://track.customer.io/api/v1/customers/1"
+            .parse()
+            .unwrap();
+        let ok: Uri = "https://track-eu.customer.io/api/v1/customers/1"
+            .parse()
+            .unwrap();
         let evil: Uri = "https://customer.io.evil.com/x".parse().unwrap();
         let plain: Uri = "http://track-eu.customer.io/x".parse().unwrap();
         assert!(redirect_allowed(&origin, &ok));

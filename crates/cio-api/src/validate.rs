@@ -285,13 +285,17 @@ pub fn check_attributes(
         });
     }
     for (name, value) in attrs {
-        check_len(&format!("{field} name {name:?}"), name, limits.attribute_name_bytes)
-            .map_err(|e| match e {
-                ValidationError::Empty { .. } => ValidationError::Empty {
-                    field: format!("{field} name"),
-                },
-                other => other,
-            })?;
+        check_len(
+            &format!("{field} name {name:?}"),
+            name,
+            limits.attribute_name_bytes,
+        )
+        .map_err(|e| match e {
+            ValidationError::Empty { .. } => ValidationError::Empty {
+                field: format!("{field} name"),
+            },
+            other => other,
+        })?;
         let actual = value_len(value);
         if actual > limits.attribute_value_bytes {
             return Err(ValidationError::TooLarge {
@@ -304,7 +308,11 @@ pub fn check_attributes(
     Ok(())
 }
 
-fn check_event_data(field: &str, data: &Attributes, limits: &Limits) -> Result<(), ValidationError> {
+fn check_event_data(
+    field: &str,
+    data: &Attributes,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
     let actual = object_len(data);
     if actual > limits.event_data_bytes {
         return Err(ValidationError::TooLarge {
@@ -428,7 +436,11 @@ impl Operation {
             }
             Operation::AddDevice(d) => {
                 check_person("identifiers", &d.identifier, limits)?;
-                check_len("device.token", &d.device.token, limits.attribute_value_bytes)?;
+                check_len(
+                    "device.token",
+                    &d.device.token,
+                    limits.attribute_value_bytes,
+                )?;
                 if let Some(p) = &d.device.platform {
                     if p != "ios" && p != "android" {
                         return Err(ValidationError::Invalid {
@@ -444,8 +456,16 @@ impl Operation {
                 check_len("device.token", &d.token, limits.attribute_value_bytes)
             }
             Operation::Merge(m) => {
-                check_person("primary", &m.primary, limits)?;
-                check_person("secondary", &m.secondary, limits)
+                for (field, p) in [("primary", &m.primary), ("secondary", &m.secondary)] {
+                    if let PersonIdentifier::Phone(_) = p {
+                        return Err(ValidationError::Invalid {
+                            field: format!("{field}.phone"),
+                            reason: "a merge identifies people by id, email or cio_id".into(),
+                        });
+                    }
+                    check_person(field, p, limits)?;
+                }
+                Ok(())
             }
             Operation::ObjectIdentify(o) => {
                 check_object("identifiers", &o.identifier, limits)?;

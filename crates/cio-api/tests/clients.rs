@@ -10,8 +10,8 @@ use std::time::Duration;
 use cio_api::{
     AppClient, AppCredentials, AppRequest, BatchClient, BroadcastTrigger, CallKind, ClientOptions,
     EntryError, Error, Limits, MessageIdentifiers, MessageKind, Operation, PipelinesCall,
-    PipelinesClient, PipelinesCredentials, PipelinesRequest, Region, TrackClient,
-    TrackCredentials, TransactionalMessage,
+    PipelinesClient, PipelinesCredentials, PipelinesRequest, Region, TrackClient, TrackCredentials,
+    TransactionalMessage,
 };
 use cio_mock::{Faults, MockServer};
 use serde_json::json;
@@ -30,25 +30,58 @@ fn op(v: serde_json::Value) -> Operation {
 /// One of every Track v1 write, as entries.
 fn every_v1_operation() -> Vec<Operation> {
     vec![
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"email":"jane@example.com","plan":"pro"},"timestamp":1700000000})),
-        op(json!({"type":"person","identifiers":{"email":"a+b@example.com"},"action":"identify","attributes":{"first_name":"A"}})),
-        op(json!({"type":"person","identifiers":{"cio_id":"03000001"},"action":"identify","attributes":{"email":"new@example.com"}})),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"email":"jane@example.com","plan":"pro"},"timestamp":1700000000}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"email":"a+b@example.com"},"action":"identify","attributes":{"first_name":"A"}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"cio_id":"03000001"},"action":"identify","attributes":{"email":"new@example.com"}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"44"},"action":"identify","attributes":{},"cio_relationships":[{"identifiers":{"object_type_id":"1","object_id":"acme"},"relationship_attributes":{"role":"admin"}}]}),
+        ),
         op(json!({"type":"person","identifiers":{"id":"43"},"action":"delete"})),
         op(json!({"type":"person","identifiers":{"id":"42"},"action":"suppress"})),
         op(json!({"type":"person","identifiers":{"id":"42"},"action":"unsuppress"})),
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"event","name":"purchase","id":"01HZX9QK7J8M2N3P4Q5R6S7T8V","timestamp":1700000000,"attributes":{"price":23.45}})),
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"page","name":"https://example.com/pricing","id":"01HZX9QK7J8M2N3P4Q5R6S7T8W"})),
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"screen","name":"Home","id":"01HZX9QK7J8M2N3P4Q5R6S7T8X"})),
-        op(json!({"type":"person","anonymous_id":"anon-1","action":"event","name":"viewed","id":"01HZX9QK7J8M2N3P4Q5R6S7T8Y"})),
-        op(json!({"type":"person","anonymous_id":"","action":"event","name":"invite","attributes":{"recipient":"alex@example.com"}})),
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"add_device","device":{"token":"apns-1","platform":"ios","last_used":1700000000,"attributes":{"app_version":"2.3.1"}}})),
-        op(json!({"type":"person","identifiers":{"id":"42"},"action":"delete_device","device":{"token":"fcm:tok/en+1"}})),
-        op(json!({"type":"person","action":"merge","primary":{"id":"42"},"secondary":{"email":"dup@example.com"}})),
-        op(json!({"type":"delivery","identifiers":{"id":"RPILAgUB"},"action":"event","name":"opened","timestamp":1613063089})),
-        op(json!({"type":"delivery","identifiers":{"id":"RPILAgUB"},"action":"event","name":"delivered","attributes":{"device_token":"apns-1"}})),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"event","name":"purchase","id":"01HZX9QK7J8M2N3P4Q5R6S7T8V","timestamp":1700000000,"attributes":{"price":23.45}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"page","name":"https://example.com/pricing","id":"01HZX9QK7J8M2N3P4Q5R6S7T8W"}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"screen","name":"Home","id":"01HZX9QK7J8M2N3P4Q5R6S7T8X"}),
+        ),
+        op(
+            json!({"type":"person","anonymous_id":"anon-1","action":"event","name":"viewed","id":"01HZX9QK7J8M2N3P4Q5R6S7T8Y"}),
+        ),
+        op(
+            json!({"type":"person","anonymous_id":"","action":"event","name":"invite","attributes":{"recipient":"alex@example.com"}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"add_device","device":{"token":"apns-1","platform":"ios","last_used":1700000000,"attributes":{"app_version":"2.3.1"}}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"42"},"action":"delete_device","device":{"token":"fcm:tok/en+1"}}),
+        ),
+        op(
+            json!({"type":"person","action":"merge","primary":{"id":"42"},"secondary":{"email":"dup@example.com"}}),
+        ),
+        op(
+            json!({"type":"delivery","identifiers":{"id":"RPILAgUB"},"action":"event","name":"opened","timestamp":1613063089}),
+        ),
+        op(
+            json!({"type":"delivery","identifiers":{"id":"RPILAgUB"},"action":"event","name":"delivered","attributes":{"device_token":"apns-1"}}),
+        ),
         op(json!({"type":"segment","action":"add_customers","segment_id":7,"ids":["42","43"]})),
-        op(json!({"type":"segment","action":"remove_customers","segment_id":7,"id_type":"email","ids":["a@example.com"]})),
-        op(json!({"type":"form","action":"submit","form_id":"signup","data":{"email":"jane@example.com"}})),
+        op(
+            json!({"type":"segment","action":"remove_customers","segment_id":7,"id_type":"email","ids":["a@example.com"]}),
+        ),
+        op(
+            json!({"type":"form","action":"submit","form_id":"signup","data":{"email":"jane@example.com"}}),
+        ),
     ]
 }
 
@@ -78,7 +111,11 @@ async fn track_client_sends_every_v1_operation() {
     // Four events carry ids; the invite does not.
     assert_eq!(stats.unique_event_ids, 4);
     assert_eq!(stats.events_without_id, 1);
-    assert_eq!(stats.by_status.get("204"), Some(&1), "form submit answers 204");
+    assert_eq!(
+        stats.by_status.get("204"),
+        Some(&1),
+        "form submit answers 204"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +137,11 @@ async fn track_client_refuses_v2_only_operations_before_sending() {
 
 #[tokio::test]
 async fn batch_client_sends_every_v2_entry_type_and_action() {
-    let mock = MockServer::builder().track_credentials("site", "key").start().await.unwrap();
+    let mock = MockServer::builder()
+        .track_credentials("site", "key")
+        .start()
+        .await
+        .unwrap();
     let client = BatchClient::new(mock.region(), creds());
     let mut ops: Vec<Operation> = every_v1_operation()
         .into_iter()
@@ -145,15 +186,22 @@ async fn batch_client_maps_207_and_local_rejections_to_the_exact_entries() {
     let ops = vec![
         op(json!({"type":"person","identifiers":{"id":"0"},"action":"identify","attributes":{}})),
         op(json!({"type":"person","identifiers":{"id":long_id},"action":"delete"})),
-        op(json!({"type":"person","identifiers":{"id":"2"},"action":"identify","attributes":{"bio":"y".repeat(2000)}})),
-        op(json!({"type":"person","identifiers":{"id":"3"},"action":"event","name":"e","id":"01HZX9QK7J8M2N3P4Q5R6S7T00"})),
+        op(
+            json!({"type":"person","identifiers":{"id":"2"},"action":"identify","attributes":{"bio":"y".repeat(2000)}}),
+        ),
+        op(
+            json!({"type":"person","identifiers":{"id":"3"},"action":"event","name":"e","id":"01HZX9QK7J8M2N3P4Q5R6S7T00"}),
+        ),
         op(json!({"type":"person","identifiers":{"id":long_id},"action":"event","name":"e"})),
     ];
     let answer = client.oneshot(ops).await.unwrap();
     assert_eq!(answer.status, Some(http::StatusCode::MULTI_STATUS));
     let o = &answer.outcomes;
     assert!(o[0].is_ok() && o[3].is_ok(), "{o:?}");
-    assert!(matches!(&o[1], Err(EntryError::Rejected { field: Some(f), .. }) if f == "identifiers.id"), "{o:?}");
+    assert!(
+        matches!(&o[1], Err(EntryError::Rejected { field: Some(f), .. }) if f == "identifiers.id"),
+        "{o:?}"
+    );
     assert!(matches!(&o[4], Err(EntryError::Rejected { .. })), "{o:?}");
     match &o[2] {
         Err(EntryError::Invalid(e)) => {
@@ -184,7 +232,9 @@ async fn batch_client_reads_errors_on_a_200_and_refuses_a_207_without_them() {
     };
     let answer = client.clone().oneshot(two()).await.unwrap();
     assert!(answer.outcomes[0].is_ok());
-    assert!(matches!(&answer.outcomes[1], Err(EntryError::Rejected { message, .. }) if message == "bad name"));
+    assert!(
+        matches!(&answer.outcomes[1], Err(EntryError::Rejected { message, .. }) if message == "bad name")
+    );
     let err = client.clone().oneshot(two()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidResponse { .. }), "{err}");
     let err = client.oneshot(two()).await.unwrap_err();
@@ -193,7 +243,12 @@ async fn batch_client_reads_errors_on_a_200_and_refuses_a_207_without_them() {
 
 #[tokio::test]
 async fn app_client_sends_every_channel_and_triggers_broadcasts() {
-    let mock = MockServer::builder().app_key("app-secret").app_limit(None).start().await.unwrap();
+    let mock = MockServer::builder()
+        .app_key("app-secret")
+        .app_limit(None)
+        .start()
+        .await
+        .unwrap();
     let client = AppClient::new(mock.region(), AppCredentials::new("app-secret"));
     for kind in MessageKind::ALL {
         let msg = TransactionalMessage {
@@ -203,10 +258,19 @@ async fn app_client_sends_every_channel_and_triggers_broadcasts() {
                 ..Default::default()
             },
             to: Some("jane@example.com".into()),
-            message_data: Some(json!({"code": "A1"}).as_object().cloned().unwrap_or_default()),
+            message_data: Some(
+                json!({"code": "A1"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             ..Default::default()
         };
-        let resp = client.clone().oneshot(AppRequest::Send(kind, msg)).await.unwrap();
+        let resp = client
+            .clone()
+            .oneshot(AppRequest::Send(kind, msg))
+            .await
+            .unwrap();
         assert!(resp.delivery_id().is_some(), "{kind:?}: {:?}", resp.body);
     }
     let trigger = BroadcastTrigger {
@@ -216,9 +280,21 @@ async fn app_client_sends_every_channel_and_triggers_broadcasts() {
             .cloned()
             .unwrap_or_default(),
     };
-    client.clone().oneshot(AppRequest::TriggerBroadcast(trigger)).await.unwrap();
+    client
+        .clone()
+        .oneshot(AppRequest::TriggerBroadcast(trigger))
+        .await
+        .unwrap();
     let stats = mock.stats();
-    for k in ["send_email", "send_push", "send_sms", "send_whatsapp", "send_inbox_message", "send_in_app", "broadcast_trigger"] {
+    for k in [
+        "send_email",
+        "send_push",
+        "send_sms",
+        "send_whatsapp",
+        "send_inbox_message",
+        "send_in_app",
+        "broadcast_trigger",
+    ] {
         assert_eq!(stats.accepted.get(k), Some(&1), "{k}");
     }
     // A template-less email without a subject is refused before sending.
@@ -232,20 +308,30 @@ async fn app_client_sends_every_channel_and_triggers_broadcasts() {
         body: Some("hi".into()),
         ..Default::default()
     };
-    let err = client.oneshot(AppRequest::Send(MessageKind::Email, msg)).await.unwrap_err();
+    let err = client
+        .oneshot(AppRequest::Send(MessageKind::Email, msg))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "invalid input: subject is required");
 }
 
 #[tokio::test]
 async fn app_client_does_not_mark_ambiguous_send_failures_retryable_unless_asked() {
     let mock = MockServer::builder().app_limit(None).start().await.unwrap();
-    mock.set_faults(Faults { error_rate: 1.0, ..Faults::default() }).unwrap();
+    mock.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
     let send = || {
         AppRequest::Send(
             MessageKind::Sms,
             TransactionalMessage {
                 transactional_message_id: Some(json!(7)),
-                identifiers: MessageIdentifiers { id: Some(json!("42")), ..Default::default() },
+                identifiers: MessageIdentifiers {
+                    id: Some(json!("42")),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -261,7 +347,11 @@ async fn app_client_does_not_mark_ambiguous_send_failures_retryable_unless_asked
 
 #[tokio::test]
 async fn pipelines_client_sends_every_call_and_batches() {
-    let mock = MockServer::builder().pipelines_key("wk").start().await.unwrap();
+    let mock = MockServer::builder()
+        .pipelines_key("wk")
+        .start()
+        .await
+        .unwrap();
     let client = PipelinesClient::new(mock.region(), PipelinesCredentials::new("wk"));
     let call = |kind: CallKind| {
         let mut c = PipelinesCall {
@@ -277,36 +367,76 @@ async fn pipelines_client_sends_every_call_and_batches() {
         }
         c
     };
-    let kinds = [CallKind::Identify, CallKind::Track, CallKind::Page, CallKind::Screen, CallKind::Group, CallKind::Alias];
+    let kinds = [
+        CallKind::Identify,
+        CallKind::Track,
+        CallKind::Page,
+        CallKind::Screen,
+        CallKind::Group,
+        CallKind::Alias,
+    ];
     for kind in kinds {
-        client.clone().oneshot(PipelinesRequest::Call(kind, call(kind))).await.unwrap();
+        client
+            .clone()
+            .oneshot(PipelinesRequest::Call(kind, call(kind)))
+            .await
+            .unwrap();
     }
     let batch = kinds
         .iter()
-        .map(|k| PipelinesCall { kind: Some(*k), ..call(*k) })
+        .map(|k| PipelinesCall {
+            kind: Some(*k),
+            ..call(*k)
+        })
         .collect();
     client
         .clone()
-        .oneshot(PipelinesRequest::Batch { batch, context: None, integrations: None })
+        .oneshot(PipelinesRequest::Batch {
+            batch,
+            context: None,
+            integrations: None,
+        })
         .await
         .unwrap();
     let stats = mock.stats();
     for k in kinds {
-        assert_eq!(stats.accepted.get(&format!("cdp_{}", k.as_str())), Some(&2), "{k:?}");
+        assert_eq!(
+            stats.accepted.get(&format!("cdp_{}", k.as_str())),
+            Some(&2),
+            "{k:?}"
+        );
     }
     // Over 32 KB: Customer.io would answer 200 and drop it; the client refuses it instead.
     let mut big = call(CallKind::Identify);
-    big.traits = Some(json!({"blob": "x".repeat(40_000)}).as_object().cloned().unwrap_or_default());
-    let err = client.oneshot(PipelinesRequest::Call(CallKind::Identify, big)).await.unwrap_err();
-    assert!(err.to_string().contains("over the limit of 32768 bytes"), "{err}");
+    big.traits = Some(
+        json!({"blob": "x".repeat(40_000)})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let err = client
+        .oneshot(PipelinesRequest::Call(CallKind::Identify, big))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("over the limit of 32768 bytes"),
+        "{err}"
+    );
     assert_eq!(mock.stats().oversize_ignored, 0);
 }
 
 #[tokio::test]
 async fn wrong_credentials_are_a_permanent_401_with_the_message() {
-    let mock = MockServer::builder().track_credentials("site", "key").start().await.unwrap();
+    let mock = MockServer::builder()
+        .track_credentials("site", "key")
+        .start()
+        .await
+        .unwrap();
     let client = TrackClient::new(mock.region(), TrackCredentials::new("site", "wrong"));
-    let err = client.oneshot(every_v1_operation().remove(0)).await.unwrap_err();
+    let err = client
+        .oneshot(every_v1_operation().remove(0))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("Unauthorized"), "{err}");
@@ -316,20 +446,33 @@ async fn wrong_credentials_are_a_permanent_401_with_the_message() {
 async fn a_400_carries_customer_ios_message() {
     let mock = MockServer::builder().start().await.unwrap();
     let relaxed = ClientOptions {
-        limits: Limits { event_name_bytes: 500, ..Limits::default() },
+        limits: Limits {
+            event_name_bytes: 500,
+            ..Limits::default()
+        },
         ..ClientOptions::default()
     };
     let client = TrackClient::with_options(mock.region(), creds(), &relaxed);
-    let long = op(json!({"type":"person","identifiers":{"id":"1"},"action":"event","name":"n".repeat(101)}));
+    let long = op(
+        json!({"type":"person","identifiers":{"id":"1"},"action":"event","name":"n".repeat(101)}),
+    );
     let err = client.oneshot(long).await.unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
     assert!(!err.is_retryable());
-    assert!(err.to_string().contains("name is 101 bytes, over the limit of 100 bytes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("name is 101 bytes, over the limit of 100 bytes"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_429_from_the_rate_limit_says_how_long_to_wait() {
-    let mock = MockServer::builder().track_rate(1, 1).start().await.unwrap();
+    let mock = MockServer::builder()
+        .track_rate(1, 1)
+        .start()
+        .await
+        .unwrap();
     let client = TrackClient::new(mock.region(), creds());
     let identify = every_v1_operation().remove(0);
     client.clone().oneshot(identify.clone()).await.unwrap();
@@ -344,7 +487,11 @@ async fn a_429_from_the_rate_limit_says_how_long_to_wait() {
 async fn retry_after_as_an_http_date_and_a_503() {
     let in_3s = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
     let server = ScriptedServer::start(vec![
-        Script::respond(429, &[("Retry-After", in_3s.as_str())], r#"{"meta":{"error":"slow down"}}"#),
+        Script::respond(
+            429,
+            &[("Retry-After", in_3s.as_str())],
+            r#"{"meta":{"error":"slow down"}}"#,
+        ),
         Script::respond(503, &[], "Service Unavailable"),
         Script::respond(429, &[], ""),
     ])
@@ -353,7 +500,10 @@ async fn retry_after_as_an_http_date_and_a_503() {
     let identify = every_v1_operation().remove(0);
     let err = client.clone().oneshot(identify.clone()).await.unwrap_err();
     let wait = err.retry_after().expect("a Retry-After");
-    assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(3), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(1) && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
     assert!(err.to_string().contains("slow down"));
     let err = client.clone().oneshot(identify.clone()).await.unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
@@ -370,7 +520,10 @@ async fn a_refused_connection_is_a_retryable_connect_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let client = TrackClient::new(Region::custom(&format!("http://{addr}")).unwrap(), creds());
-    let err = client.oneshot(every_v1_operation().remove(0)).await.unwrap_err();
+    let err = client
+        .oneshot(every_v1_operation().remove(0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.is_retryable());
 }
@@ -378,11 +531,20 @@ async fn a_refused_connection_is_a_retryable_connect_error() {
 #[tokio::test]
 async fn a_server_that_never_answers_times_out() {
     let server = ScriptedServer::start(vec![Script::Hang]).await;
-    let options = ClientOptions { timeout: Duration::from_millis(300), ..ClientOptions::default() };
+    let options = ClientOptions {
+        timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
     let client = TrackClient::with_options(server.region(), creds(), &options);
     let started = std::time::Instant::now();
-    let err = client.oneshot(every_v1_operation().remove(0)).await.unwrap_err();
-    assert!(matches!(err, Error::Timeout(d) if d == Duration::from_millis(300)), "{err}");
+    let err = client
+        .oneshot(every_v1_operation().remove(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(d) if d == Duration::from_millis(300)),
+        "{err}"
+    );
     assert!(err.is_retryable());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
@@ -401,7 +563,10 @@ async fn an_idle_connection_closed_by_the_server_is_replaced_transparently() {
     let client = TrackClient::new(server.region(), creds());
     let identify = every_v1_operation().remove(0);
     client.clone().oneshot(identify.clone()).await.unwrap();
-    client.oneshot(identify).await.expect("the stale connection is retried once on a new one");
+    client
+        .oneshot(identify)
+        .await
+        .expect("the stale connection is retried once on a new one");
     assert_eq!(server.connections(), 2);
     assert_eq!(server.requests().len(), 3);
 }
@@ -418,24 +583,36 @@ async fn redirects_are_followed_only_where_credentials_may_go() {
     .await;
     let client = TrackClient::new(server.region(), creds());
     let identify = every_v1_operation().remove(0);
-    client.clone().oneshot(identify.clone()).await.expect("same-origin redirect followed");
+    client
+        .clone()
+        .oneshot(identify.clone())
+        .await
+        .expect("same-origin redirect followed");
     let reqs = server.requests();
-    assert!(reqs[1].starts_with("PUT /api/v1/customers/42?moved=1 "), "{}", reqs[1]);
-    assert!(reqs[1].to_ascii_lowercase().contains("authorization: basic"));
+    assert!(
+        reqs[1].starts_with("PUT /api/v1/customers/42?moved=1 "),
+        "{}",
+        reqs[1]
+    );
+    assert!(reqs[1]
+        .to_ascii_lowercase()
+        .contains("authorization: basic"));
     let err = client.oneshot(identify).await.unwrap_err();
     assert!(matches!(err, Error::Redirect { .. }), "{err}");
-    assert!(other.requests().is_empty(), "nothing, and no credentials, reached the other host");
+    assert!(
+        other.requests().is_empty(),
+        "nothing, and no credentials, reached the other host"
+    );
 }
 
 #[tokio::test]
 async fn clients_compose_under_service_builder_and_share_a_pool() {
     let mock = MockServer::builder().unlimited().start().await.unwrap();
     let transport = cio_api::Transport::new(&ClientOptions::default());
-    let track = TrackClient::with_transport(mock.region(), creds(), transport.clone(), Limits::default());
+    let track =
+        TrackClient::with_transport(mock.region(), creds(), transport.clone(), Limits::default());
     let batch = BatchClient::with_transport(mock.region(), creds(), transport, Limits::default());
-    let mut svc = ServiceBuilder::new()
-        .concurrency_limit(4)
-        .service(track);
+    let mut svc = ServiceBuilder::new().concurrency_limit(4).service(track);
     for op in every_v1_operation().into_iter().take(3) {
         svc.ready().await.unwrap().call(op).await.unwrap();
     }
@@ -492,9 +669,16 @@ fn secrets_never_reach_debug_output_or_logs() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let debug = rt.block_on(async {
-        let mock = MockServer::builder().track_credentials("site", "track-s3cret").start().await.unwrap();
+        let mock = MockServer::builder()
+            .track_credentials("site", "track-s3cret")
+            .start()
+            .await
+            .unwrap();
         let good = TrackClient::new(mock.region(), TrackCredentials::new("site", "track-s3cret"));
         let bad = TrackClient::new(mock.region(), TrackCredentials::new("site", "wrong-s3cret"));
         let app = AppClient::new(mock.region(), AppCredentials::new("app-s3cret"));
@@ -538,7 +722,11 @@ async fn the_mock_accepts_every_request_the_node_sdk_sends() {
             continue;
         }
         let method: http::Method = entry["method"].as_str().unwrap().parse().unwrap();
-        let auth = if path.starts_with("/v1/") { &bearer } else { &basic };
+        let auth = if path.starts_with("/v1/") {
+            &bearer
+        } else {
+            &basic
+        };
         let body = match &entry["body"] {
             serde_json::Value::Null => None,
             b => Some(bytes::Bytes::from(serde_json::to_vec(b).unwrap())),

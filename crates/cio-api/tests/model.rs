@@ -12,13 +12,23 @@
 //!
 //! Exact-size inputs are built by padding one string value: [`padding_for`] asserts that each
 //! byte of padding adds exactly one measured byte, so the boundary case is exact.
+//!
+//! The modules live in `tests/model/` (a test target's root looks for modules beside itself,
+//! hence the `#[path]`s); `cargo test -p cio-api --test model` runs them all.
 
+#[path = "model/batch.rs"]
 mod batch;
+#[path = "model/decode.rs"]
 mod decode;
+#[path = "model/limits.rs"]
 mod limits;
+#[path = "model/pipelines.rs"]
 mod pipelines;
+#[path = "model/secrets.rs"]
 mod secrets;
+#[path = "model/transactional.rs"]
 mod transactional;
+#[path = "model/v1_fixture.rs"]
 mod v1_fixture;
 
 use cio_api::{
@@ -37,7 +47,9 @@ fn decode(entry: &Value) -> Operation {
 fn decode_err(entry: &Value) -> ValidationError {
     match Operation::from_json(entry.to_string().as_bytes()) {
         Err(DecodeError::Invalid(e)) => e,
-        Err(DecodeError::Json(e)) => panic!("{entry}: expected a validation error, got JSON error {e}"),
+        Err(DecodeError::Json(e)) => {
+            panic!("{entry}: expected a validation error, got JSON error {e}")
+        }
         Ok(op) => panic!("{entry} was accepted as {op:?}"),
     }
 }
@@ -102,7 +114,10 @@ fn event(subject: EventSubject, name: &str, data: Attributes) -> Operation {
 /// and that padding adds exactly one measured byte per byte, so the result is exact.
 fn padding_for(target: usize, measure: impl Fn(usize) -> usize) -> usize {
     let base = measure(0);
-    assert!(base <= target, "the fixed part alone is {base} bytes, over {target}");
+    assert!(
+        base <= target,
+        "the fixed part alone is {base} bytes, over {target}"
+    );
     let pad = target - base;
     assert_eq!(measure(pad), target, "padding must add one byte per byte");
     pad

@@ -2,14 +2,16 @@
 
 use std::net::SocketAddr;
 
-use clap::Args;
 use cio_mock::{Faults, Latency, MockServer};
+use clap::Args;
 
 /// Flags of `cio mock`.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  cio mock --listen 127.0.0.1:7070 --site-id site --api-key key --track-rate 100 --latency-ms 20,120 --error-rate 0.01\n\n\
+#[command(
+    after_help = "Example:\n  cio mock --listen 127.0.0.1:7070 --site-id site --api-key key --track-rate 100 --latency-ms 20,120 --error-rate 0.01\n\n\
 Point an SDK or `cio pipe --endpoint http://127.0.0.1:7070` at it; read what it accepted with\n  curl http://127.0.0.1:7070/__mock/stats\n\
-and change faults while it runs with\n  curl -X POST http://127.0.0.1:7070/__mock/faults -d '{\"latency_ms\":2000}'")]
+and change faults while it runs with\n  curl -X POST http://127.0.0.1:7070/__mock/faults -d '{\"latency_ms\":2000}'"
+)]
 pub struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -18,7 +20,12 @@ pub struct MockArgs {
     #[arg(long, env = "CIO_SITE_ID", requires = "api_key")]
     site_id: Option<String>,
     /// Track API key to require (with --site-id).
-    #[arg(long, env = "CIO_API_KEY", requires = "site_id", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CIO_API_KEY",
+        requires = "site_id",
+        hide_env_values = true
+    )]
     api_key: Option<String>,
     /// App API key to require (Bearer).
     #[arg(long, env = "CIO_APP_KEY", hide_env_values = true)]
@@ -69,11 +76,21 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
             .ok_or_else(|| format!("{p:?} is not a number of milliseconds"))
     };
     let l = match s.split_once(',') {
-        None => Latency { p50: num(s)?, p99: None },
-        Some((a, b)) => Latency { p50: num(a)?, p99: Some(num(b)?) },
+        None => Latency {
+            p50: num(s)?,
+            p99: None,
+        },
+        Some((a, b)) => Latency {
+            p50: num(a)?,
+            p99: Some(num(b)?),
+        },
     };
     if l.p99.is_some_and(|p99| p99 < l.p50) {
-        return Err(format!("P99 ({}) must not be below P50 ({})", l.p99.unwrap_or_default(), l.p50));
+        return Err(format!(
+            "P99 ({}) must not be below P50 ({})",
+            l.p99.unwrap_or_default(),
+            l.p50
+        ));
     }
     Ok(l)
 }
@@ -90,7 +107,8 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         builder = builder.pipelines_key(k);
     }
     builder = builder.track_rate(args.track_rate, args.track_burst.unwrap_or(args.track_rate));
-    builder = builder.app_limit(std::num::NonZeroU32::new(args.app_rate).map(cio_mock::RateLimit::per_second));
+    builder = builder
+        .app_limit(std::num::NonZeroU32::new(args.app_rate).map(cio_mock::RateLimit::per_second));
     builder = builder.faults(Faults {
         latency_ms: args.latency_ms,
         error_rate: args.error_rate,
@@ -115,7 +133,12 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
     tracing::info!("shutting down");
     let stats = mock.stats();
     mock.shutdown().await;
-    tracing::info!(requests = stats.requests, rejected = stats.rejected, unique_event_ids = stats.unique_event_ids, "stopped");
+    tracing::info!(
+        requests = stats.requests,
+        rejected = stats.rejected,
+        unique_event_ids = stats.unique_event_ids,
+        "stopped"
+    );
     Ok(())
 }
 

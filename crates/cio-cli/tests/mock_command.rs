@@ -11,7 +11,15 @@ fn cio() -> Command {
 #[test]
 fn prints_its_address_first_serves_and_stops_on_sigterm() {
     let mut child = cio()
-        .args(["mock", "--listen", "127.0.0.1:0", "--site-id", "s", "--api-key", "k"])
+        .args([
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--site-id",
+            "s",
+            "--api-key",
+            "k",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -48,12 +56,20 @@ fn prints_its_address_first_serves_and_stops_on_sigterm() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "{exit:?}");
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("shutting down"), "{err}");
 }
 
@@ -64,21 +80,40 @@ fn a_port_in_use_is_one_clear_line_with_the_fix() {
     let out = cio().args(["mock", "--listen", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("error: cannot listen on {addr}: the port is already in use")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: cannot listen on {addr}: the port is already in use"
+        )),
+        "{err}"
+    );
     assert!(err.contains("--listen"), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_flag_values_name_the_flag_and_the_fix() {
     for (args, expect) in [
         (vec!["mock", "--error-rate", "5"], "not between 0 and 1"),
-        (vec!["mock", "--latency-ms", "20,5"], "must not be below P50"),
-        (vec!["mock", "--latency-ms", "fast"], "not a number of milliseconds"),
+        (
+            vec!["mock", "--latency-ms", "20,5"],
+            "must not be below P50",
+        ),
+        (
+            vec!["mock", "--latency-ms", "fast"],
+            "not a number of milliseconds",
+        ),
         (vec!["mock", "--listen", "localhost"], "--listen"),
         (vec!["mock", "--site-id", "s"], "--api-key"),
     ] {
-        let out = cio().args(&args).env_remove("CIO_API_KEY").env_remove("CIO_SITE_ID").output().unwrap();
+        let out = cio()
+            .args(&args)
+            .env_remove("CIO_API_KEY")
+            .env_remove("CIO_SITE_ID")
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{args:?}: {err}");
@@ -91,5 +126,8 @@ fn help_has_an_example() {
     let out = cio().args(["mock", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("Example:") && help.contains("cio mock --listen"), "{help}");
+    assert!(
+        help.contains("Example:") && help.contains("cio mock --listen"),
+        "{help}"
+    );
 }

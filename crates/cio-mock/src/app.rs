@@ -51,7 +51,10 @@ pub(crate) fn route_app(state: &State, method: &Method, path: &str, body: &Bytes
         }
         (&Method::POST, ["campaigns", id, "triggers"]) => {
             if id.parse::<u64>().is_err() {
-                return meta_error(StatusCode::NOT_FOUND, format!("campaign id {id:?} is not a number"));
+                return meta_error(
+                    StatusCode::NOT_FOUND,
+                    format!("campaign id {id:?} is not a number"),
+                );
             }
             if !body.is_empty() {
                 match serde_json::from_slice::<Value>(body) {
@@ -61,7 +64,10 @@ pub(crate) fn route_app(state: &State, method: &Method, path: &str, body: &Bytes
                 }
             }
             state.stats.accept([("broadcast_trigger", None, false)]);
-            json(StatusCode::OK, &json!({"id": NEXT_ID.fetch_add(1, Relaxed)}))
+            json(
+                StatusCode::OK,
+                &json!({"id": NEXT_ID.fetch_add(1, Relaxed)}),
+            )
         }
         _ => meta_error(
             StatusCode::NOT_FOUND,
@@ -100,7 +106,10 @@ fn oversize(state: &State) -> Answer {
 
 pub(crate) fn route_pipelines(state: &State, method: &Method, path: &str, body: &Bytes) -> Answer {
     if method != Method::POST {
-        return meta_error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed; Pipelines calls are POST"));
+        return meta_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed; Pipelines calls are POST"),
+        );
     }
     let name = path.strip_prefix("/v1/").unwrap_or(path);
     let limits = &state.config.limits;
@@ -130,7 +139,10 @@ pub(crate) fn route_pipelines(state: &State, method: &Method, path: &str, body: 
         return json(StatusCode::OK, &json!({}));
     }
     let Some(kind) = CallKind::parse(name) else {
-        return meta_error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {path}"));
+        return meta_error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {method} {path}"),
+        );
     };
     if body.len() > limits.entry_bytes {
         return oversize(state);

@@ -140,7 +140,9 @@ impl Faults {
             }
         }
         if let Some(l) = self.latency_ms {
-            if !(l.p50 >= 0.0 && l.p50.is_finite()) || l.p99.is_some_and(|p| !(p >= l.p50 && p.is_finite())) {
+            if !(l.p50 >= 0.0 && l.p50.is_finite())
+                || l.p99.is_some_and(|p| !(p >= l.p50 && p.is_finite()))
+            {
                 return Err(format!(
                     "latency_ms needs 0 <= p50 <= p99, got p50={} p99={:?}",
                     l.p50, l.p99

@@ -28,6 +28,9 @@
 //! ```
 
 #![warn(missing_docs)]
+// Handlers return a ready HTTP answer as their error: it is the cold path, and boxing every
+// answer would only add noise.
+#![allow(clippy::result_large_err)]
 
 mod app;
 mod config;
@@ -196,7 +199,9 @@ pub struct MockHandle {
 
 impl std::fmt::Debug for MockHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockHandle").field("addr", &self.addr).finish()
+        f.debug_struct("MockHandle")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

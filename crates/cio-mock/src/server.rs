@@ -171,10 +171,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Dro
     let faults = state.faults();
     let (drop, z) = {
         let mut rng = rand::thread_rng();
-        (rng.gen::<f64>() < faults.drop_rate, standard_normal(&mut rng))
+        (
+            rng.gen::<f64>() < faults.drop_rate,
+            standard_normal(&mut rng),
+        )
     };
     if drop {
-        state.stats.dropped_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .stats
+            .dropped_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(Dropped);
     }
     let answer = api(&state, &faults, req).await;
@@ -203,7 +209,10 @@ async fn api(state: &State, faults: &Faults, req: Request<Incoming>) -> Answer {
         );
     };
     if let Err(answer) = authorize(state, api, req.headers()) {
-        state.stats.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .stats
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return answer;
     }
     let limiter = match api {
@@ -213,7 +222,10 @@ async fn api(state: &State, faults: &Faults, req: Request<Incoming>) -> Answer {
     };
     if let Some(l) = limiter {
         if let Err(not_until) = l.check() {
-            state.stats.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .stats
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             return too_many(secs, "rate limit exceeded");
@@ -230,11 +242,17 @@ async fn api(state: &State, faults: &Faults, req: Request<Incoming>) -> Answer {
         )
     };
     if throttle {
-        state.stats.injected_throttles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .stats
+            .injected_throttles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return too_many(1, "throttled (injected)");
     }
     if let Some(status) = error {
-        state.stats.injected_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .stats
+            .injected_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return meta_error(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "injected fault",
@@ -269,7 +287,9 @@ fn too_many(retry_after_secs: u64, message: &str) -> Answer {
 /// Reads the body, refusing it once it passes `max` bytes (memory stays bounded).
 async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> {
     let too_large = |n: Option<u64>| {
-        let size = n.map(|n| format!("{n} bytes")).unwrap_or_else(|| "more".into());
+        let size = n
+            .map(|n| format!("{n} bytes"))
+            .unwrap_or_else(|| "more".into());
         json(
             StatusCode::PAYLOAD_TOO_LARGE,
             &json!({"errors": [{"reason": "too_large", "field": "body",
@@ -296,10 +316,19 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Answer> 
 
 fn authorize(state: &State, api: Api, headers: &http::HeaderMap) -> Result<(), Answer> {
     let unauthorized = |why: &str| {
-        let mut r = meta_error(StatusCode::UNAUTHORIZED, format!("Unauthorized request: {why}"));
-        let challenge = if api == Api::App { "Bearer" } else { "Basic realm=\"customer.io\"" };
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        let mut r = meta_error(
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized request: {why}"),
+        );
+        let challenge = if api == Api::App {
+            "Bearer"
+        } else {
+            "Basic realm=\"customer.io\""
+        };
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
         r
     };
     let Some(value) = headers
@@ -311,11 +340,15 @@ fn authorize(state: &State, api: Api, headers: &http::HeaderMap) -> Result<(), A
     let creds = &state.config.credentials;
     match api {
         Api::App => {
-            let Some(token) = value.strip_prefix("Bearer ").filter(|t| !t.is_empty()) else {
-                return Err(unauthorized("the App API expects Authorization: Bearer <app api key>"));
+            let Some(token) = strip_scheme(value, "Bearer").filter(|t| !t.is_empty()) else {
+                return Err(unauthorized(
+                    "the App API expects Authorization: Bearer <app api key>",
+                ));
             };
             match &creds.app {
-                Some(c) if c.app_api_key.expose() != token => Err(unauthorized("wrong App API key")),
+                Some(c) if c.app_api_key.expose() != token => {
+                    Err(unauthorized("wrong App API key"))
+                }
                 _ => Ok(()),
             }
         }
@@ -340,8 +373,16 @@ fn authorize(state: &State, api: Api, headers: &http::HeaderMap) -> Result<(), A
     }
 }
 
+/// The credentials after an auth scheme, which HTTP compares case-insensitively.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim_start())
+}
+
 fn basic(value: &str) -> Option<(String, String)> {
-    let token = value.strip_prefix("Basic ")?;
+    let token = strip_scheme(value, "Basic")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
         .ok()?;
@@ -396,4 +437,3 @@ fn patch_faults(current: Faults, body: &[u8]) -> Result<Faults, String> {
     }
     serde_json::from_value(merged).map_err(|e| format!("invalid faults: {e}"))
 }
-

@@ -1,7 +1,7 @@
 //! What the mock saw and accepted, for tests and `GET /__mock/stats`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -129,7 +129,10 @@ impl Stats {
     }
 
     /// Records accepted entries by kind, and event ids.
-    pub(crate) fn accept<'a>(&self, kinds: impl IntoIterator<Item = (&'static str, Option<&'a str>, bool)>) {
+    pub(crate) fn accept<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = (&'static str, Option<&'a str>, bool)>,
+    ) {
         let mut local: HashMap<&'static str, u64> = HashMap::new();
         for (kind, event_id, is_event) in kinds {
             *local.entry(kind).or_default() += 1;
@@ -149,9 +152,7 @@ impl Stats {
     }
 
     fn event_id(&self, id: &str) {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        let shard = (h.finish() as usize) % SHARDS;
+        let shard = (self.hasher.hash_one(id) as usize) % SHARDS;
         let fresh = lock(&self.event_ids[shard]).insert(id.into());
         if !fresh {
             self.duplicate_event_ids.fetch_add(1, Relaxed);

@@ -55,7 +55,10 @@ pub(crate) fn route(
         match percent_decode_str(s).decode_utf8() {
             Ok(d) => segs.push(d.into_owned()),
             Err(_) => {
-                return bad_request(Shape::Error, format!("path segment {s:?} is not UTF-8 once decoded"))
+                return bad_request(
+                    Shape::Error,
+                    format!("path segment {s:?} is not UTF-8 once decoded"),
+                )
             }
         }
     }
@@ -81,17 +84,22 @@ pub(crate) fn route(
     }
     accept(state, std::slice::from_ref(&op));
     match op {
-        Operation::FormSubmit(_) => json(StatusCode::NO_CONTENT, &Value::Null).map(|_| Default::default()),
+        Operation::FormSubmit(_) => {
+            json(StatusCode::NO_CONTENT, &Value::Null).map(|_| Default::default())
+        }
         _ => json(StatusCode::OK, &json!({})),
     }
 }
 
 /// Counts accepted operations by kind and records event ids.
 pub(crate) fn accept(state: &State, ops: &[Operation]) {
-    state.stats.accept(
-        ops.iter()
-            .map(|op| (op.stat_name(), op.event_id(), matches!(op, Operation::Event(_)))),
-    );
+    state.stats.accept(ops.iter().map(|op| {
+        (
+            op.stat_name(),
+            op.event_id(),
+            matches!(op, Operation::Event(_)),
+        )
+    }));
 }
 
 enum Parsed {
@@ -124,7 +132,11 @@ fn body_object(body: &Bytes, shape: Shape) -> Result<Map<String, Value>, Answer>
     }
 }
 
-fn take_object(m: &mut Map<String, Value>, key: &str, shape: Shape) -> Result<Map<String, Value>, Answer> {
+fn take_object(
+    m: &mut Map<String, Value>,
+    key: &str,
+    shape: Shape,
+) -> Result<Map<String, Value>, Answer> {
     match m.remove(key) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => Ok(o),
@@ -132,7 +144,11 @@ fn take_object(m: &mut Map<String, Value>, key: &str, shape: Shape) -> Result<Ma
     }
 }
 
-fn take_string(m: &mut Map<String, Value>, key: &str, shape: Shape) -> Result<Option<String>, Answer> {
+fn take_string(
+    m: &mut Map<String, Value>,
+    key: &str,
+    shape: Shape,
+) -> Result<Option<String>, Answer> {
     match m.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -148,28 +164,45 @@ fn take_i64(m: &mut Map<String, Value>, key: &str, shape: Shape) -> Result<Optio
             .as_i64()
             .map(Some)
             .ok_or_else(|| bad_request(shape, format!("{key} must be an integer (unix seconds)"))),
-        Some(_) => Err(bad_request(shape, format!("{key} must be an integer (unix seconds)"))),
+        Some(_) => Err(bad_request(
+            shape,
+            format!("{key} must be an integer (unix seconds)"),
+        )),
     }
 }
 
 fn merge_side(m: &mut Map<String, Value>, key: &str) -> Result<PersonIdentifier, Answer> {
     let Some(Value::Object(side)) = m.remove(key) else {
-        return Err(bad_request(Shape::Error, format!("{key} is required: {{\"id\"|\"email\"|\"cio_id\": value}}")));
+        return Err(bad_request(
+            Shape::Error,
+            format!("{key} is required: {{\"id\"|\"email\"|\"cio_id\": value}}"),
+        ));
     };
     if side.len() != 1 {
-        return Err(bad_request(Shape::Error, format!("{key} must hold exactly one of id, email, cio_id")));
+        return Err(bad_request(
+            Shape::Error,
+            format!("{key} must hold exactly one of id, email, cio_id"),
+        ));
     }
     let (k, v) = side.into_iter().next().unwrap_or_default();
     let v = match v {
         Value::String(s) => s,
         Value::Number(n) => n.to_string(),
-        _ => return Err(bad_request(Shape::Error, format!("{key}.{k} must be a string"))),
+        _ => {
+            return Err(bad_request(
+                Shape::Error,
+                format!("{key}.{k} must be a string"),
+            ))
+        }
     };
     match k.as_str() {
         "id" => Ok(PersonIdentifier::Id(v)),
         "email" => Ok(PersonIdentifier::Email(v)),
         "cio_id" => Ok(PersonIdentifier::CioId(v)),
-        _ => Err(bad_request(Shape::Error, format!("{key}: unknown identifier {k:?}; expected id, email or cio_id"))),
+        _ => Err(bad_request(
+            Shape::Error,
+            format!("{key}: unknown identifier {k:?}; expected id, email or cio_id"),
+        )),
     }
 }
 
@@ -178,7 +211,10 @@ fn event_kind(m: &mut Map<String, Value>) -> Result<EventKind, Answer> {
         None | Some("event") => Ok(EventKind::Event),
         Some("page") => Ok(EventKind::Page),
         Some("screen") => Ok(EventKind::Screen),
-        Some(other) => Err(bad_request(Shape::Error, format!("unknown event type {other:?}; expected event, page or screen"))),
+        Some(other) => Err(bad_request(
+            Shape::Error,
+            format!("unknown event type {other:?}; expected event, page or screen"),
+        )),
     }
 }
 
@@ -203,21 +239,34 @@ fn parse_v1(method: &Method, segs: &[&str], query: Option<&str>, body: &Bytes) -
     }
 }
 
-fn parse_v1_inner(method: &Method, segs: &[&str], query: Option<&str>, body: &Bytes) -> Result<Parsed, Answer> {
+fn parse_v1_inner(
+    method: &Method,
+    segs: &[&str],
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<Parsed, Answer> {
     let e = Shape::Error;
     let op = match (method.as_str(), segs) {
         ("PUT", ["customers", id]) => {
             let mut m = body_object(body, e)?;
             let timestamp = take_i64(&mut m, "_timestamp", e)?;
+            // v1 wraps the list: {"action":"add_relationships","relationships":[...]}.
             let relationships = match m.remove("cio_relationships") {
                 None => Vec::new(),
-                Some(v) => {
+                Some(Value::Object(mut wrapped)) => {
+                    let v = wrapped.remove("relationships").unwrap_or(Value::Null);
                     let entry = json!({"type": "person", "identifiers": {"id": "x"}, "action": "add_relationships", "cio_relationships": v});
                     match Operation::from_value(entry) {
                         Ok(Operation::AddRelationships(r)) => r.relationships,
                         Ok(_) => Vec::new(),
                         Err(err) => return Err(bad_request(e, err.to_string())),
                     }
+                }
+                Some(_) => {
+                    return Err(bad_request(
+                        e,
+                        "cio_relationships must be {\"action\":\"add_relationships\",\"relationships\":[...]}",
+                    ))
                 }
             };
             (
@@ -232,10 +281,16 @@ fn parse_v1_inner(method: &Method, segs: &[&str], query: Option<&str>, body: &By
         }
         ("DELETE", ["customers", id]) => (Operation::Delete(person_from_path(id)), e),
         ("POST", ["customers", id, "suppress"]) => (Operation::Suppress(person_from_path(id)), e),
-        ("POST", ["customers", id, "unsuppress"]) => (Operation::Unsuppress(person_from_path(id)), e),
-        ("POST", ["customers", id, "events"]) => {
-            (event(EventSubject::Person(person_from_path(id)), body_object(body, e)?)?, e)
+        ("POST", ["customers", id, "unsuppress"]) => {
+            (Operation::Unsuppress(person_from_path(id)), e)
         }
+        ("POST", ["customers", id, "events"]) => (
+            event(
+                EventSubject::Person(person_from_path(id)),
+                body_object(body, e)?,
+            )?,
+            e,
+        ),
         ("POST", ["events"]) => {
             let mut m = body_object(body, e)?;
             let anon = take_string(&mut m, "anonymous_id", e)?.unwrap_or_default();
@@ -278,7 +333,9 @@ fn parse_v1_inner(method: &Method, segs: &[&str], query: Option<&str>, body: &By
             let segment_id = sid
                 .parse::<u64>()
                 .map_err(|_| bad_request(s, format!("segment id {sid:?} is not a number")))?;
-            let id_type = match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("id_type="))) {
+            let id_type = match query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("id_type=")))
+            {
                 None => None,
                 Some("id") => Some(SegmentIdType::Id),
                 Some("email") => Some(SegmentIdType::Email),
@@ -295,12 +352,21 @@ fn parse_v1_inner(method: &Method, segs: &[&str], query: Option<&str>, body: &By
                         _ => Err(bad_request(s, "ids must be strings")),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
-                _ => return Err(bad_request(s, "ids is required: an array of 1 to 1000 identifiers")),
+                _ => {
+                    return Err(bad_request(
+                        s,
+                        "ids is required: an array of 1 to 1000 identifiers",
+                    ))
+                }
             };
             (
                 Operation::SegmentMembership(SegmentMembership {
                     segment_id,
-                    change: if *verb == "add_customers" { SegmentChange::Add } else { SegmentChange::Remove },
+                    change: if *verb == "add_customers" {
+                        SegmentChange::Add
+                    } else {
+                        SegmentChange::Remove
+                    },
                     id_type,
                     ids,
                 }),
@@ -360,7 +426,16 @@ fn parse_v1_inner(method: &Method, segs: &[&str], query: Option<&str>, body: &By
                 "identify is PUT /api/v1/customers/{id}, not POST",
             )))
         }
-        (_, ["customers", ..] | ["events"] | ["merge_customers"] | ["segments", ..] | ["metrics"] | ["push", "events"] | ["forms", ..]) => {
+        (
+            _,
+            ["customers", ..]
+            | ["events"]
+            | ["merge_customers"]
+            | ["segments", ..]
+            | ["metrics"]
+            | ["push", "events"]
+            | ["forms", ..],
+        ) => {
             return Ok(Parsed::Other(meta_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not allowed on this endpoint"),
@@ -400,7 +475,10 @@ fn check_entry(state: &State, entry: Value) -> Result<Operation, (String, String
         return Err((
             "too_large".into(),
             "entry".into(),
-            format!("entry is {size} bytes, over the limit of {} bytes", state.config.limits.entry_bytes),
+            format!(
+                "entry is {size} bytes, over the limit of {} bytes",
+                state.config.limits.entry_bytes
+            ),
         ));
     }
     Ok(op)

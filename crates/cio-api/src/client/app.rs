@@ -52,12 +52,20 @@ impl AppClient {
     }
 
     /// A client with these options.
-    pub fn with_options(region: Region, credentials: AppCredentials, options: &ClientOptions) -> Self {
+    pub fn with_options(
+        region: Region,
+        credentials: AppCredentials,
+        options: &ClientOptions,
+    ) -> Self {
         Self::with_transport(region, credentials, Transport::new(options))
     }
 
     /// A client sharing an existing transport.
-    pub fn with_transport(region: Region, credentials: AppCredentials, transport: Transport) -> Self {
+    pub fn with_transport(
+        region: Region,
+        credentials: AppCredentials,
+        transport: Transport,
+    ) -> Self {
         AppClient {
             inner: Arc::new(Inner {
                 transport,

@@ -111,8 +111,17 @@ impl BatchClient {
     }
 
     /// A client with these options.
-    pub fn with_options(region: Region, credentials: TrackCredentials, options: &ClientOptions) -> Self {
-        Self::with_transport(region, credentials, Transport::new(options), options.limits.clone())
+    pub fn with_options(
+        region: Region,
+        credentials: TrackCredentials,
+        options: &ClientOptions,
+    ) -> Self {
+        Self::with_transport(
+            region,
+            credentials,
+            Transport::new(options),
+            options.limits.clone(),
+        )
     }
 
     /// A client sharing an existing transport.

@@ -45,7 +45,12 @@ impl PipelinesClient {
         credentials: PipelinesCredentials,
         options: &ClientOptions,
     ) -> Self {
-        Self::with_transport(region, credentials, Transport::new(options), options.limits.clone())
+        Self::with_transport(
+            region,
+            credentials,
+            Transport::new(options),
+            options.limits.clone(),
+        )
     }
 
     /// A client sharing an existing transport.

@@ -53,8 +53,17 @@ impl TrackClient {
     }
 
     /// A client with these options.
-    pub fn with_options(region: Region, credentials: TrackCredentials, options: &ClientOptions) -> Self {
-        Self::with_transport(region, credentials, Transport::new(options), options.limits.clone())
+    pub fn with_options(
+        region: Region,
+        credentials: TrackCredentials,
+        options: &ClientOptions,
+    ) -> Self {
+        Self::with_transport(
+            region,
+            credentials,
+            Transport::new(options),
+            options.limits.clone(),
+        )
     }
 
     /// A client sharing an existing transport (and its connection pool).

@@ -66,9 +66,13 @@ impl Operation {
                     body.insert("_timestamp".into(), ts.into());
                 }
                 if !i.relationships.is_empty() {
+                    // v1 wraps the list, unlike v2's bare array:
+                    // `{"action":"add_relationships","relationships":[...]}`.
+                    let relationships =
+                        serde_json::to_value(&i.relationships).unwrap_or(Value::Null);
                     body.insert(
                         "cio_relationships".into(),
-                        serde_json::to_value(&i.relationships).unwrap_or(Value::Null),
+                        json!({ "action": "add_relationships", "relationships": relationships }),
                     );
                 }
                 req(

@@ -94,7 +94,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ValidationError {
 }
 
 fn convert(mut w: WireEntry) -> Result<Operation, ValidationError> {
-    let entry_type = w.entry_type.take().ok_or_else(|| missing("type"))?;
+    let entry_type = w.entry_type.clone().ok_or_else(|| missing("type"))?;
     let action = w.action.take().ok_or_else(|| missing("action"))?;
     match entry_type.as_str() {
         "person" => person(&action, w),
@@ -104,7 +104,9 @@ fn convert(mut w: WireEntry) -> Result<Operation, ValidationError> {
         "form" => form(&action, w),
         other => Err(invalid(
             "type",
-            format!("unknown entry type {other:?}; expected person, object, delivery, segment or form"),
+            format!(
+                "unknown entry type {other:?}; expected person, object, delivery, segment or form"
+            ),
         )),
     }
 }
@@ -155,7 +157,11 @@ fn person(action: &str, mut w: WireEntry) -> Result<Operation, ValidationError> 
             let r = PersonRelationships {
                 identifier: person_id("identifiers", w.identifiers.take())?,
                 relationships: relationships(
-                    Some(w.cio_relationships.take().ok_or_else(|| missing("cio_relationships"))?),
+                    Some(
+                        w.cio_relationships
+                            .take()
+                            .ok_or_else(|| missing("cio_relationships"))?,
+                    ),
                     Side::Object,
                 )?,
             };
@@ -204,10 +210,10 @@ fn person(action: &str, mut w: WireEntry) -> Result<Operation, ValidationError> 
             return Err(invalid(
                 "action",
                 format!(
-                    "unknown person action {other:?}; expected identify, delete, event, page, screen, \
+                "unknown person action {other:?}; expected identify, delete, event, page, screen, \
                      add_relationships, delete_relationships, add_device, delete_device, merge, \
                      suppress or unsuppress"
-                ),
+            ),
             ))
         }
     };
@@ -228,7 +234,11 @@ fn object(action: &str, mut w: WireEntry) -> Result<Operation, ValidationError> 
             let r = ObjectRelationships {
                 identifier,
                 relationships: relationships(
-                    Some(w.cio_relationships.take().ok_or_else(|| missing("cio_relationships"))?),
+                    Some(
+                        w.cio_relationships
+                            .take()
+                            .ok_or_else(|| missing("cio_relationships"))?,
+                    ),
                     Side::Person,
                 )?,
             };
@@ -293,7 +303,9 @@ fn segment(action: &str, mut w: WireEntry) -> Result<Operation, ValidationError>
         other => {
             return Err(invalid(
                 "action",
-                format!("unknown segment action {other:?}; expected add_customers or remove_customers"),
+                format!(
+                    "unknown segment action {other:?}; expected add_customers or remove_customers"
+                ),
             ))
         }
     };
@@ -371,11 +383,16 @@ fn refuse_leftovers(w: &WireEntry, action: &str) -> Result<(), ValidationError> 
         ("form_id", w.form_id.is_some()),
         ("data", w.data.is_some()),
     ];
-    // `timestamp` is accepted on every entry (Customer.io ignores it where it has no meaning).
-    match present.iter().find(|(_, is)| *is) {
+    let keeps_timestamp = matches!(action, "identify" | "event" | "page" | "screen")
+        && w.entry_type.as_deref() != Some("object");
+    let timestamp = [("timestamp", w.timestamp.is_some() && !keeps_timestamp)];
+    match present.iter().chain(timestamp.iter()).find(|(_, is)| *is) {
         Some((field, _)) => Err(invalid(
             field,
-            format!("not a field of a {action} entry; it would be ignored"),
+            format!(
+                "not a field of {} {action} entry; it would be ignored",
+                article(action)
+            ),
         )),
         None => Ok(()),
     }
@@ -509,4 +526,12 @@ fn relationships(
             })
         })
         .collect()
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }

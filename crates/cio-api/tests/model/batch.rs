@@ -3,8 +3,7 @@
 
 use cio_api::validate::encode_batch;
 use cio_api::{
-    EventSubject, FormSubmit, Limits, Operation, SegmentChange, SegmentMembership,
-    ValidationError,
+    EventSubject, FormSubmit, Limits, Operation, SegmentChange, SegmentMembership, ValidationError,
 };
 use serde_json::{json, Value};
 
@@ -14,7 +13,10 @@ fn body_entries(body: &[u8]) -> Vec<Value> {
     let v: Value = serde_json::from_slice(body).expect("the batch body is JSON");
     let obj = v.as_object().expect("the batch body is an object");
     assert_eq!(obj.len(), 1, "the body holds only `batch`: {v}");
-    obj["batch"].as_array().expect("`batch` is an array").clone()
+    obj["batch"]
+        .as_array()
+        .expect("`batch` is an array")
+        .clone()
 }
 
 fn entry_json(op: &Operation) -> Value {
@@ -66,10 +68,7 @@ fn refused_entries_keep_their_index_and_the_rest_are_sent_in_order() {
             (7, "batch[7].identifiers.id"),
         ]
     );
-    assert_eq!(
-        encoded.rejected[0].1,
-        too_large("batch[0].name", 100, 101)
-    );
+    assert_eq!(encoded.rejected[0].1, too_large("batch[0].name", 100, 101));
     assert_eq!(
         encoded.rejected[2].1,
         too_large("batch[5].entry", 32_768, 32_769)
@@ -111,7 +110,10 @@ fn a_batch_of_only_refused_entries_has_no_body() {
 #[test]
 fn a_batch_body_decodes_back_to_the_same_operations() {
     let ops = vec![
-        identify(id("42"), attrs([("plan", json!("pro")), ("seats", json!(5))])),
+        identify(
+            id("42"),
+            attrs([("plan", json!("pro")), ("seats", json!(5))]),
+        ),
         event(
             EventSubject::Anonymous("anon-1".into()),
             "viewed \"pricing\"\n",

@@ -123,14 +123,19 @@ fn every_entry_round_trips_unchanged() {
         "segment/add_customers",
         "segment/remove_customers",
     ];
-    assert_eq!(actions.iter().map(String::as_str).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        actions.iter().map(String::as_str).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 #[test]
 fn decoding_builds_the_operation_a_rust_caller_would() {
     assert_eq!(
-        decode(&json!({"type": "person", "anonymous_id": "anon-1", "action": "event",
-            "name": "viewed", "attributes": {"plan": "pro"}})),
+        decode(
+            &json!({"type": "person", "anonymous_id": "anon-1", "action": "event",
+            "name": "viewed", "attributes": {"plan": "pro"}})
+        ),
         event(
             EventSubject::Anonymous("anon-1".into()),
             "viewed",
@@ -139,8 +144,10 @@ fn decoding_builds_the_operation_a_rust_caller_would() {
     );
     // The delivery's device token is a field of its own, not an attribute.
     assert_eq!(
-        decode(&json!({"type": "delivery", "identifiers": {"id": "d1"}, "action": "event",
-            "name": "opened", "attributes": {"device_token": "tok", "recipient": "r@example.com"}})),
+        decode(
+            &json!({"type": "delivery", "identifiers": {"id": "d1"}, "action": "event",
+            "name": "opened", "attributes": {"device_token": "tok", "recipient": "r@example.com"}})
+        ),
         Operation::DeliveryEvent(DeliveryEvent {
             delivery_id: "d1".into(),
             metric: "opened".into(),
@@ -176,8 +183,10 @@ fn numeric_ids_are_accepted_and_sent_as_strings() {
             secondary: id("43"),
         })
     );
-    let segment = decode(&json!({"type": "segment", "action": "add_customers", "segment_id": 7,
-        "id_type": "id", "ids": [42, "43"]}));
+    let segment = decode(
+        &json!({"type": "segment", "action": "add_customers", "segment_id": 7,
+        "id_type": "id", "ids": [42, "43"]}),
+    );
     assert_eq!(
         segment,
         Operation::SegmentMembership(SegmentMembership {
@@ -190,9 +199,13 @@ fn numeric_ids_are_accepted_and_sent_as_strings() {
 
     // Only integers: a fraction or a boolean is not an id.
     for bad in [json!(4.2), json!(true), json!(null)] {
-        let err = decode_err(&json!({"type": "person", "identifiers": {"id": bad}, "action": "delete"}));
+        let err =
+            decode_err(&json!({"type": "person", "identifiers": {"id": bad}, "action": "delete"}));
         assert_eq!(err.field(), "identifiers.id");
-        assert!(err.to_string().contains("must be a string or an integer"), "{err}");
+        assert!(
+            err.to_string().contains("must be a string or an integer"),
+            "{err}"
+        );
     }
 }
 
@@ -213,10 +226,25 @@ fn unknown_types_and_actions_are_named_with_the_choices() {
     assert!(reason.contains("person, object, delivery"), "{reason}");
 
     for (entry_type, identifiers, action, choices) in [
-        ("person", json!({"id": "42"}), "upsert", "identify, delete, event"),
-        ("object", json!({"cio_object_id": "o9"}), "merge", "identify, delete"),
+        (
+            "person",
+            json!({"id": "42"}),
+            "upsert",
+            "identify, delete, event",
+        ),
+        (
+            "object",
+            json!({"cio_object_id": "o9"}),
+            "merge",
+            "identify, delete",
+        ),
         ("delivery", json!({"id": "d1"}), "clicked", "expected event"),
-        ("segment", json!({}), "add", "add_customers or remove_customers"),
+        (
+            "segment",
+            json!({}),
+            "add",
+            "add_customers or remove_customers",
+        ),
         ("form", json!({}), "send", "expected submit"),
     ] {
         let entry = json!({"type": entry_type, "identifiers": identifiers, "action": action});
@@ -299,7 +327,10 @@ fn wrongly_shaped_values_are_refused() {
             "attributes": ["plan", "pro"]}),
         "attributes",
     );
-    assert!(reason.contains("must be a JSON object, found an array"), "{reason}");
+    assert!(
+        reason.contains("must be a JSON object, found an array"),
+        "{reason}"
+    );
     invalid_reason(
         &json!({"type": "person", "action": "merge", "primary": {"phone": "+15555550123"},
             "secondary": {"id": "43"}}),
@@ -323,7 +354,9 @@ fn wrongly_shaped_values_are_refused() {
 fn phone_identifiers_and_objects_are_v2_only() {
     let phone = Operation::Delete(PersonIdentifier::Phone("+15555550123".into()));
     assert_valid(&phone);
-    let err = phone.to_v1().expect_err("phone cannot address a person in v1");
+    let err = phone
+        .to_v1()
+        .expect_err("phone cannot address a person in v1");
     assert!(matches!(err, cio_api::Error::Unsupported { .. }), "{err:?}");
     assert!(!err.is_retryable());
     let object = Operation::ObjectDelete(ObjectIdentifier::CioObjectId("o9".into()));
@@ -336,4 +369,29 @@ fn phone_identifiers_and_objects_are_v2_only() {
     assert!(event(EventSubject::Anonymous("a".into()), "e", attrs([]))
         .to_v1()
         .is_ok());
+}
+
+#[test]
+fn a_timestamp_that_would_be_dropped_is_refused_and_merge_refuses_phones() {
+    let err = Operation::from_json(
+        br#"{"type":"person","identifiers":{"id":"1"},"action":"delete","timestamp":1700000000}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), Some("timestamp"));
+    assert!(
+        err.to_string().contains("not a field of a delete entry"),
+        "{err}"
+    );
+    let err = Operation::from_json(br#"{"type":"object","identifiers":{"cio_object_id":"o"},"action":"identify","timestamp":1}"#)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not a field of an identify entry"),
+        "{err}"
+    );
+    let merge = Operation::Merge(cio_api::Merge {
+        primary: cio_api::PersonIdentifier::Phone("+15555550123".into()),
+        secondary: cio_api::PersonIdentifier::Id("1".into()),
+    });
+    let err = merge.validate(&cio_api::Limits::default()).unwrap_err();
+    assert_eq!(err.field(), "primary.phone");
 }

@@ -96,7 +96,8 @@ async fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
             })
             .unwrap_or(0);
         while buf.len() < head_end + len {
