@@ -240,16 +240,16 @@ fn value_len(v: &Value) -> usize {
     }
 }
 
-fn check_len(field: &str, s: &str, limit: usize) -> Result<(), ValidationError> {
+/// Not empty and at most `limit` bytes as sent. The field name is only built on failure: this runs
+/// for every attribute of every entry.
+fn check_len(field: impl FnOnce() -> String, s: &str, limit: usize) -> Result<(), ValidationError> {
     if s.is_empty() {
-        return Err(ValidationError::Empty {
-            field: field.to_owned(),
-        });
+        return Err(ValidationError::Empty { field: field() });
     }
     let actual = escaped_len(s);
     if actual > limit {
         return Err(ValidationError::TooLarge {
-            field: field.to_owned(),
+            field: field(),
             limit,
             actual,
         });
@@ -264,7 +264,7 @@ pub fn check_person(
     limits: &Limits,
 ) -> Result<(), ValidationError> {
     check_len(
-        &format!("{field}.{}", p.key()),
+        || format!("{field}.{}", p.key()),
         p.value(),
         limits.identifier_bytes,
     )
@@ -286,7 +286,7 @@ pub fn check_attributes(
     }
     for (name, value) in attrs {
         check_len(
-            &format!("{field} name {name:?}"),
+            || format!("{field} name {name:?}"),
             name,
             limits.attribute_name_bytes,
         )
@@ -335,18 +335,18 @@ fn check_object(
             object_id,
         } => {
             check_len(
-                &format!("{field}.object_type_id"),
+                || format!("{field}.object_type_id"),
                 object_type_id,
                 limits.identifier_bytes,
             )?;
             check_len(
-                &format!("{field}.object_id"),
+                || format!("{field}.object_id"),
                 object_id,
                 limits.identifier_bytes,
             )
         }
         crate::ObjectIdentifier::CioObjectId(id) => check_len(
-            &format!("{field}.cio_object_id"),
+            || format!("{field}.cio_object_id"),
             id,
             limits.identifier_bytes,
         ),
@@ -416,12 +416,12 @@ impl Operation {
                         }
                     }
                     EventSubject::Anonymous(a) => {
-                        check_len("anonymous_id", a, limits.identifier_bytes)?
+                        check_len(|| "anonymous_id".into(), a, limits.identifier_bytes)?
                     }
                 }
-                check_len("name", &e.name, limits.event_name_bytes)?;
+                check_len(|| "name".into(), &e.name, limits.event_name_bytes)?;
                 if let Some(id) = &e.id {
-                    check_len("id", id, limits.identifier_bytes)?;
+                    check_len(|| "id".into(), id, limits.identifier_bytes)?;
                 }
                 check_event_data("attributes", &e.data, limits)
             }
@@ -437,7 +437,7 @@ impl Operation {
             Operation::AddDevice(d) => {
                 check_person("identifiers", &d.identifier, limits)?;
                 check_len(
-                    "device.token",
+                    || "device.token".into(),
                     &d.device.token,
                     limits.attribute_value_bytes,
                 )?;
@@ -453,7 +453,11 @@ impl Operation {
             }
             Operation::DeleteDevice(d) => {
                 check_person("identifiers", &d.identifier, limits)?;
-                check_len("device.token", &d.token, limits.attribute_value_bytes)
+                check_len(
+                    || "device.token".into(),
+                    &d.token,
+                    limits.attribute_value_bytes,
+                )
             }
             Operation::Merge(m) => {
                 for (field, p) in [("primary", &m.primary), ("secondary", &m.secondary)] {
@@ -483,7 +487,11 @@ impl Operation {
                 check_relationships(&r.relationships, limits)
             }
             Operation::DeliveryEvent(d) => {
-                check_len("identifiers.id", &d.delivery_id, limits.identifier_bytes)?;
+                check_len(
+                    || "identifiers.id".into(),
+                    &d.delivery_id,
+                    limits.identifier_bytes,
+                )?;
                 if !DELIVERY_METRICS.contains(&d.metric.as_str()) {
                     return Err(ValidationError::Invalid {
                         field: "name".into(),
@@ -511,12 +519,12 @@ impl Operation {
                     });
                 }
                 for (i, id) in s.ids.iter().enumerate() {
-                    check_len(&format!("ids[{i}]"), id, limits.identifier_bytes)?;
+                    check_len(|| format!("ids[{i}]"), id, limits.identifier_bytes)?;
                 }
                 Ok(())
             }
             Operation::FormSubmit(f) => {
-                check_len("form_id", &f.form_id, limits.identifier_bytes)?;
+                check_len(|| "form_id".into(), &f.form_id, limits.identifier_bytes)?;
                 check_attributes("data", &f.data, limits)
             }
         }
