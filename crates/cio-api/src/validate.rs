@@ -35,6 +35,16 @@ pub struct Limits {
     pub segment_ids: usize,
 }
 
+impl Limits {
+    /// The most entry bytes a batch may carry: [`Limits::batch_bytes`] less the
+    /// `{"batch":[` `]}` envelope. Use it as the batch layer's `max_weight` with
+    /// `Operation`'s weight (its size plus a comma).
+    pub fn batch_weight(&self) -> usize {
+        // Entries weigh one comma more than they take (the last one has none).
+        self.batch_bytes.saturating_sub(br#"{"batch":[]}"#.len()) + 1
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -228,6 +228,21 @@ impl BatchClient {
     }
 }
 
+/// The same, for a shared batch: retries resend it without copying the entries.
+impl tower::Service<Arc<[Operation]>> for BatchClient {
+    type Response = BatchResponse;
+    type Error = Error;
+    type Future = ResponseFuture<BatchResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ops: Arc<[Operation]>) -> Self::Future {
+        self.send(&ops)
+    }
+}
+
 impl tower::Service<Vec<Operation>> for BatchClient {
     type Response = BatchResponse;
     type Error = Error;

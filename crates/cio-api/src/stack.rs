@@ -1,0 +1,185 @@
+//! The layer stack every high-volume path uses, built once: callers send single
+//! [`Operation`]s and get each one's own outcome, while batches of entries go to
+//! `POST /api/v2/batch` within Customer.io's limits.
+//!
+//! ```text
+//! Batch -> Metrics -> Retry -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> BatchClient
+//! ```
+//!
+//! The rate and concurrency limits sit inside the retry, so retries wait for a token too; the
+//! metrics sit outside the retry, so they count what callers see per batch; the deadline covers
+//! the wait for a token as well as the request.
+//!
+//! ```no_run
+//! # async fn run() {
+//! use cio_api::stack::{BatchedStack, StackConfig};
+//! use cio_api::{BatchClient, Operation, Region, TrackCredentials};
+//! use tower::ServiceExt;
+//!
+//! let client = BatchClient::new(Region::Us, TrackCredentials::new("site", "key"));
+//! let stack = BatchedStack::new(client, StackConfig::default()).expect("a valid config");
+//! let op = Operation::from_json(br#"{"type":"person","identifiers":{"id":"42"},"action":"delete"}"#).unwrap();
+//! stack.service().oneshot(op).await.expect("delivered");
+//! stack.close().await; // flushes what is still batched
+//! # }
+//! ```
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_layers::batch::{BatchConfig, BatchError, BatchHandle, BatchLayer};
+use cio_layers::concurrency::{AdaptiveConcurrencyLayer, AdaptiveConfig, AdaptiveController};
+use cio_layers::deadline::DeadlineLayer;
+use cio_layers::metrics::{MetricsHandle, MetricsLayer};
+use cio_layers::rate_limit::{Quota, RateLimitLayer};
+use cio_layers::retry::{RetryConfig, RetryLayer};
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::{BatchClient, EntryError, Error, Operation};
+
+/// How many requests may be in flight.
+#[derive(Clone, Debug)]
+pub enum Concurrency {
+    /// At most this many.
+    Fixed(usize),
+    /// Found by AIMD on latency and back-pressure.
+    Adaptive(AdaptiveConfig),
+}
+
+/// Settings of the stack. The defaults suit a Customer.io workspace limited to 100 requests/s.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Requests per second and burst (default 100/s, burst 10).
+    pub rate: Quota,
+    /// In-flight requests (default adaptive, up to 64).
+    pub concurrency: Concurrency,
+    /// Retries (default: the Node SDK's policy, 4 attempts).
+    pub retry: RetryConfig,
+    /// Batching (default: 500 entries, the client's batch byte budget, 200 ms linger).
+    pub batch: BatchConfig,
+    /// Deadline for one request including the wait for a token (default 30 s).
+    pub deadline: Duration,
+    /// Name of the metrics (the `name` label).
+    pub metrics_name: String,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            rate: Quota::per_second(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN))
+                .with_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
+            concurrency: Concurrency::Adaptive(AdaptiveConfig {
+                max: 64,
+                ..AdaptiveConfig::default()
+            }),
+            retry: RetryConfig::default(),
+            batch: BatchConfig {
+                max_items: std::num::NonZeroUsize::new(500).unwrap_or(std::num::NonZeroUsize::MIN),
+                max_weight: crate::Limits::default().batch_weight(),
+                max_linger: Duration::from_millis(200),
+                ..BatchConfig::default()
+            },
+            deadline: Duration::from_secs(30),
+            metrics_name: "customerio_batch".into(),
+        }
+    }
+}
+
+/// What a caller of the stack can get back for one operation.
+pub type StackError = BatchError<EntryError, Error>;
+
+/// The stack as one cloneable service of single operations.
+pub type StackService = BoxCloneService<Operation, (), StackError>;
+
+/// A built stack: the service, and handles to flush it and to read its state.
+#[derive(Clone)]
+pub struct BatchedStack {
+    service: StackService,
+    batch: BatchHandle,
+    metrics: MetricsHandle,
+    concurrency: Option<AdaptiveController>,
+}
+
+impl std::fmt::Debug for BatchedStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchedStack").finish_non_exhaustive()
+    }
+}
+
+/// An invalid [`StackConfig`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid stack configuration: {0}")]
+pub struct StackConfigError(String);
+
+impl BatchedStack {
+    /// Builds the stack over `client`. Must be called inside a tokio runtime (the batch worker is
+    /// spawned).
+    pub fn new(client: BatchClient, config: StackConfig) -> Result<Self, StackConfigError> {
+        let metrics = MetricsLayer::new(config.metrics_name.clone());
+        let metrics_handle = metrics.handle();
+        let retry = RetryLayer::by_error(config.retry.clone());
+        let rate = RateLimitLayer::new(config.rate);
+        let deadline = DeadlineLayer::new(config.deadline);
+        let (inner, concurrency) = match &config.concurrency {
+            Concurrency::Fixed(n) => {
+                let svc = ServiceBuilder::new()
+                    .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
+                    .layer(metrics)
+                    .layer(retry)
+                    .layer(rate)
+                    .concurrency_limit((*n).max(1))
+                    .layer(deadline)
+                    .service(client);
+                (BoxCloneService::new(svc), None)
+            }
+            Concurrency::Adaptive(cfg) => {
+                let adaptive = AdaptiveConcurrencyLayer::by_error(*cfg)
+                    .map_err(|e| StackConfigError(e.to_string()))?;
+                let controller = adaptive.controller().clone();
+                let svc = ServiceBuilder::new()
+                    .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
+                    .layer(metrics)
+                    .layer(retry)
+                    .layer(rate)
+                    .layer(adaptive)
+                    .layer(deadline)
+                    .service(client);
+                (BoxCloneService::new(svc), Some(controller))
+            }
+        };
+        let batch = BatchLayer::new(config.batch);
+        let batch_handle = batch.handle();
+        let service = ServiceBuilder::new()
+            .layer(batch)
+            .service(inner)
+            .boxed_clone();
+        Ok(BatchedStack {
+            service,
+            batch: batch_handle,
+            metrics: metrics_handle,
+            concurrency,
+        })
+    }
+
+    /// A clone of the service; clones share everything.
+    pub fn service(&self) -> StackService {
+        self.service.clone()
+    }
+
+    /// Per-request metrics (one request carries a batch).
+    pub fn metrics(&self) -> &MetricsHandle {
+        &self.metrics
+    }
+
+    /// The adaptive concurrency controller, when the limit is adaptive.
+    pub fn concurrency(&self) -> Option<&AdaptiveController> {
+        self.concurrency.as_ref()
+    }
+
+    /// Stops accepting operations, flushes what is batched and waits for every answer.
+    pub async fn close(&self) {
+        self.batch.close().await;
+    }
+}

@@ -1,0 +1,123 @@
+//! The state a batch worker shares with its callers, and the handle that closes it.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::BatchError;
+
+/// What one worker shares with every clone of its [`Batch`](super::Batch), every response future
+/// and every [`BatchHandle`], behind an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Why the worker failed, set once, before the queue is closed, so that whoever finds the
+    /// queue closed can tell a failure from a close.
+    failure: OnceLock<String>,
+    /// The queue slots (see `BatchConfig::queue_capacity`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Cancelled to ask the worker to stop accepting, flush and exit.
+    pub(crate) close: CancellationToken,
+    /// Cancelled when the worker is gone, after it answered every item it accepted.
+    pub(crate) finished: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(queue_capacity: usize) -> Self {
+        Shared {
+            failure: OnceLock::new(),
+            slots: Arc::new(Semaphore::new(queue_capacity.min(Semaphore::MAX_PERMITS))),
+            close: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        }
+    }
+
+    /// Records why the worker failed (the first reason wins) and returns the recorded reason.
+    pub(crate) fn record_failure(&self, reason: String) -> &str {
+        self.failure.get_or_init(|| reason)
+    }
+
+    /// The error for a caller that found the queue closed: the failure if there was one.
+    pub(crate) fn closed_error<IE, E>(&self) -> BatchError<IE, E> {
+        match self.failure.get() {
+            Some(reason) => BatchError::WorkerFailed(reason.clone()),
+            None => BatchError::Closed,
+        }
+    }
+
+    /// Asks the worker to close, and refuses new reservations at once (callers already holding
+    /// a slot may still hand their item over; it is flushed with the rest).
+    pub(crate) fn request_close(&self) {
+        self.close.cancel();
+        self.slots.close();
+    }
+
+    /// The failure error, if the worker failed.
+    pub(crate) fn failure_error<IE, E>(&self) -> Option<BatchError<IE, E>> {
+        self.failure
+            .get()
+            .map(|reason| BatchError::WorkerFailed(reason.clone()))
+    }
+}
+
+/// Closes batch layers without losing an item: stops accepting, flushes what is queued, waits
+/// for the batches in flight, and returns once every accepted item was answered.
+///
+/// Got from [`Batch::handle`](super::Batch::handle) (that layer instance) or
+/// [`BatchLayer::handle`](super::BatchLayer::handle) (every instance that layer built, and any it
+/// builds after the close, which start closed). Cloning a handle is cheap; clones close the same
+/// layers. A handle does not keep a worker alive: dropping every `Batch` clone still flushes and
+/// stops it.
+#[derive(Clone, Debug, Default)]
+pub struct BatchHandle {
+    registry: Arc<Mutex<Registry>>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    closed: bool,
+    workers: Vec<Arc<Shared>>,
+}
+
+impl BatchHandle {
+    /// Adds a worker to close with this handle (closed at once if the handle was closed).
+    pub(crate) fn register(&self, shared: Arc<Shared>) {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if registry.closed {
+            shared.request_close();
+        }
+        registry
+            .workers
+            .retain(|worker| !worker.finished.is_cancelled());
+        registry.workers.push(shared);
+    }
+
+    /// Stops accepting items, flushes every item already accepted, waits for every batch in
+    /// flight, and returns when all of them were answered. Callers that arrive after the close
+    /// get [`BatchError::Closed`].
+    ///
+    /// Waits as long as the inner service takes: wrap it in a timeout to bound shutdown.
+    pub async fn close(&self) {
+        let workers = {
+            let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            registry.closed = true;
+            registry.workers.clone()
+        };
+        for worker in &workers {
+            worker.request_close();
+        }
+        for worker in &workers {
+            worker.finished.cancelled().await;
+        }
+    }
+
+    /// Whether every worker this handle covers has finished (after a close, a failure, or the
+    /// last clone dropped).
+    pub fn is_finished(&self) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry
+            .workers
+            .iter()
+            .all(|worker| worker.finished.is_cancelled())
+    }
+}

@@ -1,0 +1,43 @@
+//! A GCRA rate limit with a rate and a burst, shared by every clone, pluggable in its backend.
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use cio_layers::rate_limit::{Quota, RateLimitLayer};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let quota = Quota::per_second(NonZeroU32::new(100).unwrap()).with_burst(NonZeroU32::new(10).unwrap());
+//! let layer = RateLimitLayer::new(quota); // one limit: every service built from it shares it
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer.clone())
+//!     .service(service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x) }));
+//! assert_eq!(svc.clone().oneshot(7).await.unwrap(), 7);
+//! # }
+//! ```
+//!
+//! # Why our own GCRA and not governor's
+//!
+//! governor's GCRA answers "not before T" and leaves the caller to come back at T. With many
+//! waiters that is a thundering herd: they all wake at T, one wins, the rest compute a new T, and
+//! nothing guarantees that a given waiter ever wins. Here a decision is a *reservation*: one
+//! compare-and-swap on the theoretical arrival time (TAT) both admits the caller and tells it how
+//! long to sleep for its own slot, so waiters are served in the order they asked, each sleeps
+//! exactly once, and none starves. A reservation that is given up (the caller is dropped, a
+//! deadline fires) is handed back when it is still the last one taken.
+//!
+//! Time comes from `tokio::time::Instant`, so the limit is exact under `tokio::time::pause()`.
+//! The cost of a decision is measured next to governor's raw `check` in the layer benches
+//! (`cargo bench -p cio-layers`, figures in `docs/benchmarks.md`).
+//!
+//! The state lives behind an `Arc` in [`LocalBackend`]: every clone of the layer and of the
+//! service shares one limit (tower's `RateLimit` gives each clone its own window). A backend
+//! shared across processes (Redis) implements [`RateLimitBackend`] the same way.
+
+mod backend;
+mod layer;
+mod service;
+
+pub use backend::{LocalBackend, Quota, RateLimitBackend, Reservation};
+pub use layer::RateLimitLayer;
+pub use service::RateLimit;
