@@ -13,7 +13,13 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use cio_layers::batch::{BatchConfig, BatchLayer, Weigh};
+use cio_layers::concurrency::{AdaptiveConcurrencyLayer, AdaptiveConfig};
 use cio_layers::deadline::{DeadlineLayer, Elapsed};
+use cio_layers::metrics::MetricsLayer;
 use cio_layers::rate_limit::{Quota, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
 use cio_layers::{ClassifyError, Failure};
@@ -177,5 +183,159 @@ fn deadline(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, rate_limit, retry, deadline);
+fn concurrency(c: &mut Criterion) {
+    bench_service(c, "concurrency", "bare", Noop);
+    bench_service(
+        c,
+        "concurrency",
+        "cio_layers::AdaptiveConcurrency",
+        AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+            .expect("valid config")
+            .layer(Noop),
+    );
+    bench_service(
+        c,
+        "concurrency",
+        "tower::limit::ConcurrencyLimit (re-exported as the fixed limit)",
+        tower::limit::ConcurrencyLimitLayer::new(64).layer(Noop),
+    );
+}
+
+fn metrics(c: &mut Criterion) {
+    bench_service(c, "metrics", "bare", Noop);
+    bench_service(c, "metrics", "cio_layers::Metrics", MetricsLayer::new("bench").layer(Noop));
+}
+
+/// An item with a weight, for the batch layer.
+#[derive(Clone, Copy)]
+struct Item(u64);
+
+impl Weigh for Item {
+    fn weight(&self) -> usize {
+        32
+    }
+}
+
+/// A ready no-op batch service: every item succeeds.
+#[derive(Clone, Copy)]
+struct NoopBatch;
+
+impl Service<Arc<[Item]>> for NoopBatch {
+    type Response = Vec<Result<u64, BenchError>>;
+    type Error = BenchError;
+    type Future = std::future::Ready<Result<Self::Response, BenchError>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BenchError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, items: Arc<[Item]>) -> Self::Future {
+        std::future::ready(Ok(items.iter().map(|i| Ok(i.0)).collect()))
+    }
+}
+
+impl Service<Vec<Item>> for NoopBatch {
+    type Response = Vec<Result<u64, BenchError>>;
+    type Error = BenchError;
+    type Future = std::future::Ready<Result<Self::Response, BenchError>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BenchError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, items: Vec<Item>) -> Self::Future {
+        std::future::ready(Ok(items.iter().map(|i| Ok(i.0)).collect()))
+    }
+}
+
+const WAVE: usize = 500;
+
+/// Benchmarks items sent in waves of 500 concurrent calls (a batch layer needs concurrent callers
+/// to fill a batch): per item, `ready + call`, then all 500 answers awaited.
+fn bench_waves<S>(c: &mut Criterion, group: &str, name: &str, make: impl Fn() -> S)
+where
+    S: Service<Item> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let svc = rt.block_on(async { make() });
+    c.benchmark_group(group).bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut svc = svc.clone();
+            rt.block_on(async move {
+                let start = std::time::Instant::now();
+                let mut left = iters as usize;
+                let mut futures = Vec::with_capacity(WAVE);
+                while left > 0 {
+                    let n = left.min(WAVE);
+                    for i in 0..n {
+                        let r = svc.ready().await.expect("ready");
+                        futures.push(r.call(Item(i as u64)));
+                    }
+                    for f in futures.drain(..) {
+                        black_box(f.await.expect("item"));
+                    }
+                    left -= n;
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn batch_config() -> BatchConfig {
+    BatchConfig {
+        max_items: NonZeroUsize::new(WAVE).expect("non-zero"),
+        max_linger: Duration::from_millis(50),
+        queue_capacity: NonZeroUsize::new(2 * WAVE).expect("non-zero"),
+        ..BatchConfig::default()
+    }
+}
+
+fn batch(c: &mut Criterion) {
+    bench_waves(c, "batch", "cio_layers::Batch (per item, batches of 500)", || {
+        BatchLayer::new(batch_config()).layer(NoopBatch)
+    });
+    bench_waves(c, "batch", "tower::buffer::Buffer (per call, the nearest hop)", || {
+        tower::buffer::Buffer::new(
+            tower::util::MapErrLayer::new(|e: BenchError| -> tower::BoxError { Box::new(e) })
+                .layer(tower::service_fn(|i: Item| async move { Ok::<_, BenchError>(i.0) })),
+            2 * WAVE,
+        )
+    });
+}
+
+/// The whole pipeline stack on a no-op batch service, per item.
+fn stack(c: &mut Criterion) {
+    bench_waves(c, "stack", "Batch -> Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per item)", || {
+        let inner = tower::ServiceBuilder::new()
+            .map_request(|v: Vec<Item>| Arc::<[Item]>::from(v))
+            .layer(MetricsLayer::new("bench_stack"))
+            .layer(RetryLayer::by_error(RetryConfig::default()))
+            .layer(RateLimitLayer::new(huge_quota()))
+            .layer(AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default()).expect("valid config"))
+            .layer(DeadlineLayer::new(Duration::from_secs(10)))
+            .service(NoopBatch);
+        BatchLayer::new(batch_config()).layer(inner)
+    });
+    bench_service(
+        c,
+        "stack",
+        "Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per call, no batch)",
+        tower::ServiceBuilder::new()
+            .layer(MetricsLayer::new("bench_stack_unbatched"))
+            .layer(RetryLayer::by_error(RetryConfig::default()))
+            .layer(RateLimitLayer::new(huge_quota()))
+            .layer(AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default()).expect("valid config"))
+            .layer(DeadlineLayer::new(Duration::from_secs(10)))
+            .service(Noop),
+    );
+}
+
+criterion_group!(benches, rate_limit, concurrency, batch, retry, metrics, deadline, stack);
 criterion_main!(benches);

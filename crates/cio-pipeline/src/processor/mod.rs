@@ -1,0 +1,450 @@
+//! [`Processor`]: drives a [`Source`] into any `tower::Service`, with bounded in-flight work,
+//! dead letters, acknowledgements and graceful shutdown.
+//!
+//! For each message: decode it ([`Decode`]); call the service; on success ack; on failure (a
+//! permanent error, or whatever the retry layer inside the service gave up on) write a
+//! [`DeadLetter`] and then ack, so one bad item never stalls the
+//! pipeline. A payload that does not decode is dead-lettered with its position at once.
+//!
+//! # In flight
+//!
+//! At most [`max_in_flight`](Processor::max_in_flight) messages are between "read" and
+//! "settled"; the processor asks the source for the next message only when one settles, so
+//! back-pressure reaches the source (and through a channel, the producers). The service's own
+//! back-pressure (`poll_ready`, e.g. a rate or concurrency limit inside) holds the loop too.
+//! Each message's work runs in a task of a `JoinSet` the processor owns.
+//!
+//! With a batch layer in the service, items wait in the open batch while they count as in
+//! flight, so `max_in_flight` caps the batch size: give it room for a few full batches (e.g.
+//! 1000 for batches of 100 and a concurrency of 8), or batches only ever flush on their age.
+//!
+//! # Shutdown
+//!
+//! When the token passed to [`run`](Processor::run) is cancelled:
+//! 1. reading stops at once (a message being read stays with the source, unacknowledged; one
+//!    already read and waiting for the service to be ready is still handed to it);
+//! 2. work in flight gets [`drain_deadline`](Processor::drain_deadline) to finish; what has not
+//!    finished by then is abandoned and nacked (a batch layer inside the service flushes on its
+//!    own age limit meanwhile);
+//! 3. the service is dropped, the source is closed (the file source writes its last checkpoint)
+//!    and the dead-letter sink is closed;
+//! 4. the [`Report`] says how many messages were delivered, dead-lettered and left unacknowledged.
+//!
+//! At the end of the input the processor waits for all work in flight without a deadline (the
+//! service's own timeouts bound it), then closes the same way. A source error that retrying
+//! cannot fix, a service whose `poll_ready` fails, or a dead letter that cannot be kept stops
+//! reading the same way too, and the report's [`StopReason`] says which.
+
+mod report;
+mod settle;
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
+
+use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
+use crate::decode::Decode;
+use crate::source::{Message, Source};
+
+pub use report::{Report, StopReason};
+use settle::{Fatal, Settled, Shared};
+
+const SOURCE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Says whether a service error was retryable, for the dead letter's `retryable` field.
+/// [`Unjudged`] (the default) leaves it out; [`Processor::classify_errors`] plugs in a
+/// [`cio_layers::Classifier`].
+pub trait JudgeError<E>: Send + Sync + 'static {
+    /// `Some(retryable)`, or `None` when unknown.
+    fn retryable(&self, error: &E) -> Option<bool>;
+}
+
+/// No classifier: dead letters do not say whether the error was retryable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unjudged;
+
+impl<E> JudgeError<E> for Unjudged {
+    fn retryable(&self, _: &E) -> Option<bool> {
+        None
+    }
+}
+
+/// A [`cio_layers::Classifier`] judging service errors.
+#[derive(Clone, Debug)]
+pub struct Judged<C>(pub C);
+
+impl<E, C: cio_layers::Classifier<E>> JudgeError<E> for Judged<C> {
+    fn retryable(&self, error: &E) -> Option<bool> {
+        Some(self.0.classify(error).retryable)
+    }
+}
+
+/// Drives a source into a service. See the [module docs](self).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use cio_pipeline::{dead_letter, source::MemorySource, DecodeError, Processor, source::Position};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let source = MemorySource::new(["1", "2", "x", "4"]);
+/// let acks = source.ack_log();
+/// let decode = |b: &[u8], _: &Position| {
+///     std::str::from_utf8(b).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(|| DecodeError::new("not a number"))
+/// };
+/// let service = tower::service_fn(|n: u32| async move { Ok::<_, Infallible>(n * 2) });
+/// let letters = dead_letter::InMemory::new();
+///
+/// let report = Processor::new(source, decode, service, letters.clone())
+///     .max_in_flight(8)
+///     .run(CancellationToken::new())
+///     .await;
+/// assert_eq!((report.read, report.delivered, report.dead_lettered), (4, 3, 1));
+/// assert!(report.is_complete() && report.is_balanced());
+/// assert_eq!(letters.letters()[0].reason, "not a number");
+/// assert_eq!(acks.acked().len(), 4); // the bad one too: it is kept in the dead letters
+/// # }
+/// ```
+pub struct Processor<S, D, Svc, L, J = Unjudged> {
+    source: S,
+    decoder: D,
+    service: Svc,
+    dead_letters: L,
+    judge: J,
+    max_in_flight: usize,
+    drain_deadline: Duration,
+}
+
+impl<S, D, Svc, L> Processor<S, D, Svc, L, Unjudged> {
+    /// A processor with 256 messages in flight at most and a 30 s drain deadline.
+    pub fn new(source: S, decoder: D, service: Svc, dead_letters: L) -> Self {
+        Processor {
+            source,
+            decoder,
+            service,
+            dead_letters,
+            judge: Unjudged,
+            max_in_flight: 256,
+            drain_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J> {
+    /// At most `n` messages between read and settled (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long work in flight may take to finish after shutdown is requested; what is left is
+    /// abandoned and nacked.
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
+        self
+    }
+
+    /// Records in each delivery dead letter whether `classifier` calls its error retryable
+    /// (retries ran out) or permanent.
+    pub fn classify_errors<C>(self, classifier: C) -> Processor<S, D, Svc, L, Judged<C>> {
+        Processor {
+            source: self.source,
+            decoder: self.decoder,
+            service: self.service,
+            dead_letters: self.dead_letters,
+            judge: Judged(classifier),
+            max_in_flight: self.max_in_flight,
+            drain_deadline: self.drain_deadline,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    read: u64,
+    delivered: u64,
+    decode_failures: u64,
+    delivery_failures: u64,
+    unacknowledged: u64,
+    ack_errors: u64,
+    source_errors: u64,
+}
+
+impl Tally {
+    fn count(&mut self, settled: Result<Settled, tokio::task::JoinError>) {
+        let ack_failed = match settled {
+            Ok(Settled::Delivered { ack_failed }) => {
+                self.delivered += 1;
+                ack_failed
+            }
+            Ok(Settled::DeadLettered { stage, ack_failed }) => {
+                match stage {
+                    Stage::Decode => self.decode_failures += 1,
+                    Stage::Deliver => self.delivery_failures += 1,
+                }
+                ack_failed
+            }
+            Ok(Settled::Unacknowledged { ack_failed }) => {
+                self.unacknowledged += 1;
+                ack_failed
+            }
+            Err(e) => {
+                // Aborted at the end of the grace period, or a panic (a bug): its handle was
+                // dropped, which counts as a nack.
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a message task panicked; the message stays unacknowledged");
+                }
+                self.unacknowledged += 1;
+                false
+            }
+        };
+        self.ack_errors += u64::from(ack_failed);
+    }
+}
+
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J>
+where
+    S: Source,
+    D: Decode,
+    Svc: Service<D::Item> + Send,
+    Svc::Future: Send + 'static,
+    Svc::Response: Send + 'static,
+    Svc::Error: Display + Send + 'static,
+    L: DeadLetterSink,
+    J: JudgeError<Svc::Error>,
+{
+    /// Runs until the source ends or `shutdown` is cancelled, then drains, closes, and reports.
+    pub async fn run(self, shutdown: CancellationToken) -> Report {
+        let Processor {
+            mut source,
+            decoder,
+            mut service,
+            dead_letters,
+            judge,
+            max_in_flight,
+            drain_deadline,
+        } = self;
+        let started = Instant::now();
+        let stop = shutdown.child_token();
+        let shared = Shared {
+            dead_letters: Arc::new(dead_letters),
+            judge: Arc::new(judge),
+            abandon: CancellationToken::new(),
+            fatal: Fatal::new(stop.clone()),
+        };
+        let permits = Arc::new(Semaphore::new(max_in_flight));
+        let mut tasks: JoinSet<Settled> = JoinSet::new();
+        let mut tally = Tally::default();
+        let mut ended: Option<StopReason> = None;
+        let mut backoff = SOURCE_BACKOFF_MIN;
+        let mut stopped_at: Option<Instant> = None;
+
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                tally.count(done);
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                n = source.next() => n,
+            };
+            let Message {
+                payload,
+                position,
+                oversize,
+                ack,
+            } = match next {
+                Ok(Some(m)) => {
+                    backoff = SOURCE_BACKOFF_MIN;
+                    m
+                }
+                Ok(None) => {
+                    ended = Some(StopReason::EndOfInput);
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    tally.source_errors += 1;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "source error; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(SOURCE_BACKOFF_MAX);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "source failed; stopping");
+                    ended = Some(StopReason::SourceFailed {
+                        error: e.to_string(),
+                    });
+                    break;
+                }
+            };
+            tally.read += 1;
+
+            let decoded = match oversize {
+                Some(size) => Err(format!(
+                    "the input is {size} bytes, over the source's limit of {} bytes",
+                    payload.len()
+                )),
+                None => decoder
+                    .decode(&payload, &position)
+                    .map_err(|e| e.reason().to_owned()),
+            };
+            let item = match decoded {
+                Ok(item) => item,
+                Err(reason) => {
+                    let letter = DeadLetter {
+                        payload,
+                        position,
+                        stage: Stage::Decode,
+                        reason,
+                        retryable: None,
+                        time: SystemTime::now(),
+                    };
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        settle::keep(letter, ack, &shared).await
+                    });
+                    continue;
+                }
+            };
+
+            // A message in hand is work in flight: if shutdown comes while the service is not
+            // ready, it still gets the drain deadline to be taken.
+            let mut ready = tokio::select! {
+                biased;
+                r = service.ready() => Some(r.map(|_| ())),
+                _ = stop.cancelled() => None,
+            };
+            if ready.is_none() {
+                let at = *stopped_at.get_or_insert_with(Instant::now) + drain_deadline;
+                ready = tokio::select! {
+                    biased;
+                    r = service.ready() => Some(r.map(|_| ())),
+                    _ = tokio::time::sleep_until(at) => None,
+                };
+            }
+            match ready {
+                Some(Ok(())) => {
+                    let answer = service.call(item);
+                    tasks.spawn(settle::deliver(
+                        answer,
+                        payload,
+                        position,
+                        ack,
+                        permit,
+                        shared.clone(),
+                    ));
+                }
+                other => {
+                    if let Some(Err(e)) = other {
+                        tracing::error!(error = %e, "service failed; stopping");
+                        ended = Some(StopReason::ServiceFailed {
+                            error: e.to_string(),
+                        });
+                    }
+                    tally.unacknowledged += 1;
+                    tally.ack_errors += u64::from(settle::nack_ok(ack, &position).await);
+                    break;
+                }
+            }
+        }
+
+        // Reading has stopped: drain.
+        let input_ended = matches!(ended, Some(StopReason::EndOfInput));
+        let mut deadline = (!input_ended || stop.is_cancelled())
+            .then(|| stopped_at.unwrap_or_else(Instant::now) + drain_deadline);
+        let mut abort_at: Option<Instant> = None;
+        let mut aborted = false;
+        while !tasks.is_empty() {
+            tokio::select! {
+                done = tasks.join_next() => {
+                    if let Some(done) = done {
+                        tally.count(done);
+                    }
+                }
+                _ = stop.cancelled(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + drain_deadline);
+                }
+                _ = until(deadline), if abort_at.is_none() && !aborted => {
+                    tracing::warn!(in_flight = tasks.len(), "drain deadline passed; abandoning the rest");
+                    shared.abandon.cancel();
+                    // Abandoned work nacks at once; a task stuck in a dead-letter write or an
+                    // ack gets one more deadline before it is aborted.
+                    abort_at = Some(Instant::now() + drain_deadline.max(Duration::from_secs(1)));
+                }
+                _ = until(abort_at), if !aborted => {
+                    tracing::error!(tasks = tasks.len(), "tasks still running after the grace period; aborting them");
+                    tasks.abort_all();
+                    aborted = true;
+                }
+            }
+        }
+        drop(service);
+
+        let mut close_errors = Vec::new();
+        if let Err(e) = source.close().await {
+            tracing::error!(error = %e, "closing the source failed");
+            close_errors.push(format!("source: {e}"));
+        }
+        if let Err(e) = shared.dead_letters.close().await {
+            tracing::error!(error = %e, "closing the dead-letter sink failed");
+            close_errors.push(format!("dead letters: {e}"));
+        }
+
+        let stop_reason = match (shared.fatal.take(), ended) {
+            (Some(error), _) => StopReason::DeadLetterFailed { error },
+            (None, Some(reason)) => reason,
+            (None, None) => StopReason::Cancelled,
+        };
+        let duration = started.elapsed().as_secs_f64();
+        let report = Report {
+            read: tally.read,
+            delivered: tally.delivered,
+            dead_lettered: tally.decode_failures + tally.delivery_failures,
+            decode_failures: tally.decode_failures,
+            delivery_failures: tally.delivery_failures,
+            unacknowledged: tally.unacknowledged,
+            ack_errors: tally.ack_errors,
+            source_errors: tally.source_errors,
+            duration_seconds: duration,
+            events_per_second: if duration > 0.0 {
+                tally.delivered as f64 / duration
+            } else {
+                0.0
+            },
+            stop: stop_reason,
+            close_errors,
+        };
+        tracing::info!(report = %report.to_json(), "pipeline stopped");
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests;

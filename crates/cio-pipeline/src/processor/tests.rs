@@ -1,0 +1,375 @@
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_layers::Failure;
+
+use super::*;
+use crate::dead_letter::{DeadLetterError, InMemory};
+use crate::decode::DecodeError;
+use crate::source::{MemorySource, Position, SourceError};
+
+fn numbers(n: u32) -> MemorySource {
+    MemorySource::new((0..n).map(|i| i.to_string()))
+}
+
+fn parse(b: &[u8], _: &Position) -> Result<u32, DecodeError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DecodeError::new("not a number"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivers_everything_with_bounded_in_flight_work() {
+    let source = numbers(500);
+    let acks = source.ack_log();
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let service = {
+        let (now, peak) = (now.clone(), peak.clone());
+        tower::service_fn(move |n: u32| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(in_flight, Ordering::SeqCst);
+                // Answers come back out of order.
+                tokio::time::sleep(Duration::from_millis(u64::from(n * 7 % 13))).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(())
+            }
+        })
+    };
+    let report = Processor::new(source, parse, service, InMemory::new())
+        .max_in_flight(16)
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!((report.read, report.delivered), (500, 500));
+    assert!(report.is_complete() && report.is_balanced(), "{report:?}");
+    assert_eq!(peak.load(Ordering::SeqCst), 16);
+    let mut acked = acks.acked();
+    assert_ne!(
+        acked,
+        (0..500).collect::<Vec<_>>(),
+        "acks should arrive out of order"
+    );
+    acked.sort_unstable();
+    assert_eq!(acked, (0..500).collect::<Vec<_>>());
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["stop"]["kind"], "end_of_input");
+    assert_eq!(json["delivered"], 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_are_dead_lettered_with_the_reason_then_acked() {
+    let source = MemorySource::new(["1", "oops", "3", "4"]);
+    let acks = source.ack_log();
+    let service = tower::service_fn(|n: u32| async move {
+        match n {
+            3 => Err("400 Bad Request: name too long".to_owned()),
+            4 => Err("503 (gave up after 4 attempts)".to_owned()),
+            _ => Ok(()),
+        }
+    });
+    let letters = InMemory::new();
+    let classify = |e: &String| Failure {
+        retryable: e.starts_with("503"),
+        ..Failure::PERMANENT
+    };
+    let report = Processor::new(source, parse, service, letters.clone())
+        .classify_errors(classify)
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(
+        (
+            report.delivered,
+            report.decode_failures,
+            report.delivery_failures
+        ),
+        (1, 1, 2)
+    );
+    assert!(report.is_complete() && report.is_balanced());
+    let mut got: Vec<_> = letters
+        .letters()
+        .into_iter()
+        .map(|l| {
+            (
+                l.position.to_string(),
+                l.stage,
+                l.reason,
+                l.retryable,
+                l.payload,
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            (
+                "memory#1".into(),
+                Stage::Decode,
+                "not a number".into(),
+                None,
+                "oops".into()
+            ),
+            (
+                "memory#2".into(),
+                Stage::Deliver,
+                "400 Bad Request: name too long".into(),
+                Some(false),
+                "3".into()
+            ),
+            (
+                "memory#3".into(),
+                Stage::Deliver,
+                "503 (gave up after 4 attempts)".into(),
+                Some(true),
+                "4".into()
+            ),
+        ]
+    );
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(acked, [0, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_reading_finishes_what_it_can_and_nacks_the_rest() {
+    let source = numbers(1000);
+    let acks = source.ack_log();
+    // Even numbers answer after 1 s; odd ones never.
+    let service = tower::service_fn(|n: u32| async move {
+        if n % 2 == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, Infallible>(())
+    });
+    let shutdown = CancellationToken::new();
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopper.cancel();
+    });
+    let started = Instant::now();
+    let report = Processor::new(source, parse, service, InMemory::new())
+        .max_in_flight(10)
+        .drain_deadline(Duration::from_secs(2))
+        .run(shutdown)
+        .await;
+    // 10 read (the window), 5 finished during the drain, 5 abandoned at the deadline.
+    assert_eq!(report.stop, StopReason::Cancelled);
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (10, 5, 5)
+    );
+    assert!(report.is_balanced() && !report.is_complete());
+    assert_eq!(started.elapsed(), Duration::from_millis(2500));
+    let (mut acked, mut nacked) = (acks.acked(), acks.nacked());
+    acked.sort_unstable();
+    nacked.sort_unstable();
+    assert_eq!(acked, [0, 2, 4, 6, 8]);
+    assert_eq!(nacked, [1, 3, 5, 7, 9]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_end_of_input_it_waits_for_slow_work_without_a_deadline() {
+    let service = tower::service_fn(|_: u32| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, Infallible>(())
+    });
+    let report = Processor::new(numbers(3), parse, service, InMemory::new())
+        .drain_deadline(Duration::from_secs(1))
+        .run(CancellationToken::new())
+        .await;
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.delivered, 3);
+}
+
+/// A sink that cannot keep anything.
+struct Broken;
+
+impl DeadLetterSink for Broken {
+    async fn send(&self, _: DeadLetter) -> Result<(), DeadLetterError> {
+        Err(DeadLetterError::Write {
+            path: "/full-disk".into(),
+            reason: "No space left on device".into(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_that_cannot_be_kept_is_not_acked_and_stops_the_run() {
+    let source = MemorySource::new(["1", "x", "3", "4", "5"]);
+    let acks = source.ack_log();
+    let service = tower::service_fn(|_: u32| async move { Ok::<_, Infallible>(()) });
+    let report = Processor::new(source, parse, service, Broken)
+        .max_in_flight(1)
+        .run(CancellationToken::new())
+        .await;
+    assert!(
+        matches!(&report.stop, StopReason::DeadLetterFailed { error } if error.contains("No space")),
+        "{report:?}"
+    );
+    assert_eq!(
+        (
+            report.delivered,
+            report.dead_lettered,
+            report.unacknowledged
+        ),
+        (1, 0, 1)
+    );
+    assert!(report.is_balanced());
+    assert_eq!(acks.nacked(), [1]);
+    assert_eq!(acks.acked(), [0]);
+}
+
+/// Fails transiently twice, then fatally.
+struct Flaky {
+    calls: u32,
+}
+
+impl Source for Flaky {
+    type Ack = crate::source::MemoryAck;
+
+    async fn next(&mut self) -> Result<Option<Message<Self::Ack>>, SourceError> {
+        self.calls += 1;
+        Err(SourceError::Other {
+            retryable: self.calls <= 2,
+            source: format!("broker unreachable (call {})", self.calls).into(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_source_errors_are_retried_and_others_stop_the_run() {
+    let service = tower::service_fn(|_: u32| async move { Ok::<_, Infallible>(()) });
+    let started = Instant::now();
+    let report = Processor::new(Flaky { calls: 0 }, parse, service, InMemory::new())
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(report.source_errors, 2);
+    assert_eq!(
+        report.stop,
+        StopReason::SourceFailed {
+            error: "broker unreachable (call 3)".into()
+        }
+    );
+    // Backoff 100 ms then 200 ms.
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+}
+
+/// A service whose `poll_ready` fails after two calls.
+#[derive(Clone)]
+struct Wearing {
+    calls: u32,
+}
+
+impl Service<u32> for Wearing {
+    type Response = ();
+    type Error = String;
+    type Future = std::future::Ready<Result<(), String>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), String>> {
+        std::task::Poll::Ready(if self.calls < 2 {
+            Ok(())
+        } else {
+            Err("worker gone".into())
+        })
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        self.calls += 1;
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_fails_readiness_stops_the_run_and_the_message_in_hand_is_nacked() {
+    let source = numbers(5);
+    let acks = source.ack_log();
+    let report = Processor::new(source, parse, Wearing { calls: 0 }, InMemory::new())
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(
+        report.stop,
+        StopReason::ServiceFailed {
+            error: "worker gone".into()
+        }
+    );
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (3, 2, 1)
+    );
+    assert_eq!(acks.nacked(), [2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_waiting_for_readiness_at_shutdown_is_still_delivered_within_the_deadline() {
+    let source = numbers(100);
+    let acks = source.ack_log();
+    // One call at a time, each taking 1 s: at the stop (0.2 s), message 0 is in the service and
+    // message 1 waits for readiness.
+    let service = tower::ServiceBuilder::new()
+        .layer(cio_layers::concurrency::ConcurrencyLimitLayer::new(1))
+        .service(tower::service_fn(|_: u32| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Infallible>(())
+        }));
+    let shutdown = CancellationToken::new();
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stopper.cancel();
+    });
+    let started = Instant::now();
+    let report = Processor::new(source, parse, service, InMemory::new())
+        .drain_deadline(Duration::from_secs(5))
+        .run(shutdown)
+        .await;
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (2, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(acked, [0, 1]);
+
+    // With a deadline shorter than the wait, the message in hand is nacked at the deadline.
+    let source = numbers(100);
+    let acks = source.ack_log();
+    let service = tower::ServiceBuilder::new()
+        .layer(cio_layers::concurrency::ConcurrencyLimitLayer::new(1))
+        .service(tower::service_fn(|_: u32| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Infallible>(())
+        }));
+    let shutdown = CancellationToken::new();
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stopper.cancel();
+    });
+    let started = Instant::now();
+    let report = Processor::new(source, parse, service, InMemory::new())
+        .drain_deadline(Duration::from_millis(500))
+        .run(shutdown)
+        .await;
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (2, 0, 2),
+        "{report:?}"
+    );
+    assert!(report.is_balanced());
+    assert_eq!(started.elapsed(), Duration::from_millis(700));
+    let mut nacked = acks.nacked();
+    nacked.sort_unstable();
+    assert_eq!(nacked, [0, 1]);
+}

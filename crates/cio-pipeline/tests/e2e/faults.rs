@@ -1,0 +1,73 @@
+//! Faults from the mock (5xx, 429, dropped connections, latency spikes) through the batching
+//! stack: every good line is delivered.
+
+use std::time::Duration;
+
+use cio_layers::ByError;
+use cio_mock::{Faults, Latency, MockServer};
+use cio_pipeline::cio::OperationDecoder;
+use cio_pipeline::dead_letter::JsonLinesFile;
+use cio_pipeline::source::FileSource;
+use cio_pipeline::Processor;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{batching_stack, checkpoint_mark, write_events, Files};
+
+const LINES: usize = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_good_line_is_delivered_through_mock_faults() {
+    tokio::time::timeout(Duration::from_secs(60), run())
+        .await
+        .expect("the fault test finishes in time");
+}
+
+async fn run() {
+    let files = Files::new();
+    let ends = write_events(&files.input, LINES);
+    let mock = MockServer::builder()
+        .unlimited()
+        .faults(Faults {
+            error_rate: 0.15,
+            throttle_rate: 0.1,
+            drop_rate: 0.05,
+            latency_ms: Some(Latency {
+                p50: 2.0,
+                p99: Some(150.0),
+            }),
+        })
+        .start()
+        .await
+        .unwrap();
+    let source = FileSource::builder()
+        .path(&files.input)
+        .checkpoint(&files.checkpoint)
+        .checkpoint_every(100)
+        .open()
+        .await
+        .unwrap();
+    let dead_letters = JsonLinesFile::create(&files.dead_letters).await.unwrap();
+    let report = Processor::new(
+        source,
+        OperationDecoder::new(),
+        batching_stack(&mock),
+        dead_letters,
+    )
+    .max_in_flight(500)
+    .classify_errors(ByError)
+    .run(CancellationToken::new())
+    .await;
+    let stats = mock.stats();
+    eprintln!("faults test: {report:?}\nmock: {stats:?}");
+    assert!(report.is_complete() && report.is_balanced(), "{report:?}");
+    assert_eq!((report.delivered, report.dead_lettered), (LINES as u64, 0));
+    assert_eq!(stats.unique_event_ids, LINES as u64);
+    // The faults did happen.
+    assert!(
+        stats.injected_errors > 0 && stats.injected_throttles > 0 && stats.dropped_connections > 0
+    );
+    assert_eq!(
+        checkpoint_mark(&files.checkpoint),
+        Some((ends[LINES - 1], LINES as u64))
+    );
+}
