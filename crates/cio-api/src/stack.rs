@@ -37,7 +37,7 @@ use cio_layers::retry::{RetryConfig, RetryLayer};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::{BatchClient, EntryError, Error, Operation};
+use crate::{BatchClient, EntryError, Error, Operation, TrackClient, TrackResponse};
 
 /// How many requests may be in flight.
 #[derive(Clone, Debug)]
@@ -181,5 +181,80 @@ impl BatchedStack {
     /// Stops accepting operations, flushes what is batched and waits for every answer.
     pub async fn close(&self) {
         self.batch.close().await;
+    }
+}
+
+/// The unbatched path as one cloneable service: one Track v1 request per operation.
+pub type UnbatchedService = BoxCloneService<Operation, TrackResponse, Error>;
+
+/// The unbatched v1 path, for callers that need a synchronous answer per operation:
+///
+/// ```text
+/// Metrics -> Retry -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> TrackClient
+/// ```
+///
+/// `config.batch` is ignored.
+#[derive(Clone)]
+pub struct UnbatchedStack {
+    service: UnbatchedService,
+    metrics: MetricsHandle,
+    concurrency: Option<AdaptiveController>,
+}
+
+impl std::fmt::Debug for UnbatchedStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnbatchedStack").finish_non_exhaustive()
+    }
+}
+
+impl UnbatchedStack {
+    /// Builds the stack over `client`.
+    pub fn new(client: TrackClient, config: StackConfig) -> Result<Self, StackConfigError> {
+        let metrics = MetricsLayer::new(config.metrics_name.clone());
+        let metrics_handle = metrics.handle();
+        let base = ServiceBuilder::new()
+            .layer(metrics)
+            .layer(RetryLayer::by_error(config.retry.clone()))
+            .layer(RateLimitLayer::new(config.rate));
+        let deadline = DeadlineLayer::new(config.deadline);
+        let (service, concurrency) = match config.concurrency {
+            Concurrency::Fixed(n) => (
+                BoxCloneService::new(
+                    base.concurrency_limit(n.max(1))
+                        .layer(deadline)
+                        .service(client),
+                ),
+                None,
+            ),
+            Concurrency::Adaptive(cfg) => {
+                let adaptive = AdaptiveConcurrencyLayer::by_error(cfg)
+                    .map_err(|e| StackConfigError(e.to_string()))?;
+                let controller = adaptive.controller().clone();
+                (
+                    BoxCloneService::new(base.layer(adaptive).layer(deadline).service(client)),
+                    Some(controller),
+                )
+            }
+        };
+        Ok(UnbatchedStack {
+            service,
+            metrics: metrics_handle,
+            concurrency,
+        })
+    }
+
+    /// A clone of the service.
+    pub fn service(&self) -> UnbatchedService {
+        self.service.clone()
+    }
+
+    /// Per-request metrics.
+    pub fn metrics(&self) -> &MetricsHandle {
+        &self.metrics
+    }
+
+    /// The adaptive concurrency controller, when the limit is adaptive.
+    pub fn concurrency(&self) -> Option<&AdaptiveController> {
+        self.concurrency.as_ref()
     }
 }

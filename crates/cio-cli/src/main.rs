@@ -1,6 +1,12 @@
 //! `cio`: the command line of the Customer.io load and scale toolkit.
 
+mod admin;
+mod common;
+mod delivery;
+mod demo;
 mod mock;
+mod pipe;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -16,6 +22,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole point in one command: a local Customer.io with limits and faults, 200,000 events
+    /// through the batched pipeline with proof that each arrived once, and the unbatched path for
+    /// comparison.
+    Demo(demo::DemoArgs),
+    /// Send JSON-lines operations (files or stdin) to Customer.io or the mock, then report.
+    Pipe(pipe::PipeArgs),
+    /// Run a long-lived pipeline (file follow) with /metrics, /healthz and /readyz, for Kubernetes.
+    Worker(worker::WorkerArgs),
     /// Run a mock Customer.io server (Track v1/v2, App API, Pipelines) with limits and faults.
     Mock(mock::MockArgs),
 }
@@ -42,11 +56,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Mock(args) => mock::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Pipe(args) => pipe::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
+            Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    // Background tasks (the batch worker, connection pools) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

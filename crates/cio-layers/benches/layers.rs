@@ -203,7 +203,12 @@ fn concurrency(c: &mut Criterion) {
 
 fn metrics(c: &mut Criterion) {
     bench_service(c, "metrics", "bare", Noop);
-    bench_service(c, "metrics", "cio_layers::Metrics", MetricsLayer::new("bench").layer(Noop));
+    bench_service(
+        c,
+        "metrics",
+        "cio_layers::Metrics",
+        MetricsLayer::new("bench").layer(Noop),
+    );
 }
 
 /// An item with a weight, for the batch layer.
@@ -225,7 +230,10 @@ impl Service<Arc<[Item]>> for NoopBatch {
     type Error = BenchError;
     type Future = std::future::Ready<Result<Self::Response, BenchError>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BenchError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BenchError>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -239,7 +247,10 @@ impl Service<Vec<Item>> for NoopBatch {
     type Error = BenchError;
     type Future = std::future::Ready<Result<Self::Response, BenchError>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BenchError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BenchError>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -298,31 +309,49 @@ fn batch_config() -> BatchConfig {
 }
 
 fn batch(c: &mut Criterion) {
-    bench_waves(c, "batch", "cio_layers::Batch (per item, batches of 500)", || {
-        BatchLayer::new(batch_config()).layer(NoopBatch)
-    });
-    bench_waves(c, "batch", "tower::buffer::Buffer (per call, the nearest hop)", || {
-        tower::buffer::Buffer::new(
-            tower::util::MapErrLayer::new(|e: BenchError| -> tower::BoxError { Box::new(e) })
-                .layer(tower::service_fn(|i: Item| async move { Ok::<_, BenchError>(i.0) })),
-            2 * WAVE,
-        )
-    });
+    bench_waves(
+        c,
+        "batch",
+        "cio_layers::Batch (per item, batches of 500)",
+        || BatchLayer::new(batch_config()).layer(NoopBatch),
+    );
+    bench_waves(
+        c,
+        "batch",
+        "tower::buffer::Buffer (per call, the nearest hop)",
+        || {
+            tower::buffer::Buffer::new(
+                tower::util::MapErrLayer::new(|e: BenchError| -> tower::BoxError { Box::new(e) })
+                    .layer(tower::service_fn(|i: Item| async move {
+                        Ok::<_, BenchError>(i.0)
+                    })),
+                2 * WAVE,
+            )
+        },
+    );
 }
 
 /// The whole pipeline stack on a no-op batch service, per item.
 fn stack(c: &mut Criterion) {
-    bench_waves(c, "stack", "Batch -> Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per item)", || {
-        let inner = tower::ServiceBuilder::new()
-            .map_request(|v: Vec<Item>| Arc::<[Item]>::from(v))
-            .layer(MetricsLayer::new("bench_stack"))
-            .layer(RetryLayer::by_error(RetryConfig::default()))
-            .layer(RateLimitLayer::new(huge_quota()))
-            .layer(AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default()).expect("valid config"))
-            .layer(DeadlineLayer::new(Duration::from_secs(10)))
-            .service(NoopBatch);
-        BatchLayer::new(batch_config()).layer(inner)
-    });
+    bench_waves(
+        c,
+        "stack",
+        "Batch -> Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per item)",
+        || {
+            let inner = tower::ServiceBuilder::new()
+                .map_request(|v: Vec<Item>| Arc::<[Item]>::from(v))
+                .layer(MetricsLayer::new("bench_stack"))
+                .layer(RetryLayer::by_error(RetryConfig::default()))
+                .layer(RateLimitLayer::new(huge_quota()))
+                .layer(
+                    AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+                        .expect("valid config"),
+                )
+                .layer(DeadlineLayer::new(Duration::from_secs(10)))
+                .service(NoopBatch);
+            BatchLayer::new(batch_config()).layer(inner)
+        },
+    );
     bench_service(
         c,
         "stack",
@@ -331,11 +360,23 @@ fn stack(c: &mut Criterion) {
             .layer(MetricsLayer::new("bench_stack_unbatched"))
             .layer(RetryLayer::by_error(RetryConfig::default()))
             .layer(RateLimitLayer::new(huge_quota()))
-            .layer(AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default()).expect("valid config"))
+            .layer(
+                AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+                    .expect("valid config"),
+            )
             .layer(DeadlineLayer::new(Duration::from_secs(10)))
             .service(Noop),
     );
 }
 
-criterion_group!(benches, rate_limit, concurrency, batch, retry, metrics, deadline, stack);
+criterion_group!(
+    benches,
+    rate_limit,
+    concurrency,
+    batch,
+    retry,
+    metrics,
+    deadline,
+    stack
+);
 criterion_main!(benches);

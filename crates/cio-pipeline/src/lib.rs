@@ -50,5 +50,5 @@ pub mod processor;
 pub mod source;
 
 pub use decode::{Decode, DecodeError};
-pub use processor::{Processor, Report, StopReason};
+pub use processor::{Processor, Progress, Report, StopReason};
 pub use source::Source;

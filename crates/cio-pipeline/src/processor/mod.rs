@@ -52,7 +52,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::decode::Decode;
 use crate::source::{Message, Source};
 
-pub use report::{Report, StopReason};
+pub use report::{Progress, Report, StopReason};
 use settle::{Fatal, Settled, Shared};
 
 const SOURCE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -121,6 +121,7 @@ pub struct Processor<S, D, Svc, L, J = Unjudged> {
     judge: J,
     max_in_flight: usize,
     drain_deadline: Duration,
+    progress: Arc<Progress>,
 }
 
 impl<S, D, Svc, L> Processor<S, D, Svc, L, Unjudged> {
@@ -134,6 +135,7 @@ impl<S, D, Svc, L> Processor<S, D, Svc, L, Unjudged> {
             judge: Unjudged,
             max_in_flight: 256,
             drain_deadline: Duration::from_secs(30),
+            progress: Arc::default(),
         }
     }
 }
@@ -152,6 +154,17 @@ impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J> {
         self
     }
 
+    /// Live counts of the run, readable while it runs (for a progress bar or `/metrics`).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Publishes the live counts into `progress` (shared with whoever displays them).
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
     /// Records in each delivery dead letter whether `classifier` calls its error retryable
     /// (retries ran out) or permanent.
     pub fn classify_errors<C>(self, classifier: C) -> Processor<S, D, Svc, L, Judged<C>> {
@@ -163,6 +176,7 @@ impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J> {
             judge: Judged(classifier),
             max_in_flight: self.max_in_flight,
             drain_deadline: self.drain_deadline,
+            progress: self.progress,
         }
     }
 }
@@ -238,6 +252,7 @@ where
             judge,
             max_in_flight,
             drain_deadline,
+            progress,
         } = self;
         let started = Instant::now();
         let stop = shutdown.child_token();
@@ -304,6 +319,7 @@ where
                 }
             };
             tally.read += 1;
+            progress.read_one();
 
             let decoded = match oversize {
                 Some(size) => Err(format!(
@@ -326,9 +342,12 @@ where
                         time: SystemTime::now(),
                     };
                     let shared = shared.clone();
+                    let progress = progress.clone();
                     tasks.spawn(async move {
                         let _permit = permit;
-                        settle::keep(letter, ack, &shared).await
+                        let settled = settle::keep(letter, ack, &shared).await;
+                        progress.settled(&settled);
+                        settled
                     });
                     continue;
                 }
@@ -352,14 +371,14 @@ where
             match ready {
                 Some(Ok(())) => {
                     let answer = service.call(item);
-                    tasks.spawn(settle::deliver(
-                        answer,
-                        payload,
-                        position,
-                        ack,
-                        permit,
-                        shared.clone(),
-                    ));
+                    let progress = progress.clone();
+                    let delivery =
+                        settle::deliver(answer, payload, position, ack, permit, shared.clone());
+                    tasks.spawn(async move {
+                        let settled = delivery.await;
+                        progress.settled(&settled);
+                        settled
+                    });
                 }
                 other => {
                     if let Some(Err(e)) = other {
@@ -386,7 +405,7 @@ where
                 done = tasks.join_next() => {
                     if let Some(done) = done {
                         tally.count(done);
-                    }
+                                }
                 }
                 _ = stop.cancelled(), if deadline.is_none() => {
                     deadline = Some(Instant::now() + drain_deadline);

@@ -1,5 +1,7 @@
 //! [`Report`]: what a run did, with the counts that prove nothing was dropped.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use serde::{Deserialize, Serialize};
 
 /// What a [`Processor`](super::Processor) run did. Serializes to JSON for logs and CI.
@@ -83,5 +85,58 @@ impl Report {
     pub fn to_json(&self) -> String {
         // Numbers, strings and a tagged enum always serialize.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Live counts of a run, updated as each message is read and as it settles; read them from
+/// another task while [`super::Processor::run`] runs. The final figures are in the [`Report`]
+/// (a message abandoned at the drain deadline is counted there, not here).
+#[derive(Debug, Default)]
+pub struct Progress {
+    read: AtomicU64,
+    delivered: AtomicU64,
+    dead_lettered: AtomicU64,
+    unacknowledged: AtomicU64,
+}
+
+impl Progress {
+    pub(super) fn read_one(&self) {
+        self.read.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn settled(&self, s: &super::settle::Settled) {
+        use super::settle::Settled;
+        let counter = match s {
+            Settled::Delivered { .. } => &self.delivered,
+            Settled::DeadLettered { .. } => &self.dead_lettered,
+            Settled::Unacknowledged { .. } => &self.unacknowledged,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Messages taken from the source so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Relaxed)
+    }
+
+    /// Delivered and acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Relaxed)
+    }
+
+    /// Dead-lettered so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Relaxed)
+    }
+
+    /// Left unacknowledged so far (at shutdown).
+    pub fn unacknowledged(&self) -> u64 {
+        self.unacknowledged.load(Relaxed)
+    }
+
+    /// Messages read and not yet settled.
+    pub fn in_flight(&self) -> u64 {
+        self.read()
+            .saturating_sub(self.delivered() + self.dead_lettered() + self.unacknowledged())
     }
 }

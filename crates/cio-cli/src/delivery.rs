@@ -1,0 +1,207 @@
+//! The delivery path of `cio pipe`, `cio worker` and `cio demo`: a source through the processor
+//! into the batched stack (v2) or the unbatched one (v1), with the same layers around both.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_api::stack::{BatchedStack, Concurrency, StackConfig, UnbatchedStack};
+use cio_api::{BatchClient, ClientOptions, Limits, Region, TrackClient, TrackCredentials};
+use cio_layers::batch::BatchConfig;
+use cio_layers::concurrency::{AdaptiveConfig, AdaptiveController};
+use cio_layers::metrics::MetricsHandle;
+use cio_layers::rate_limit::Quota;
+use cio_layers::retry::RetryConfig;
+use cio_layers::ByError;
+use cio_pipeline::cio::OperationDecoder;
+use cio_pipeline::dead_letter::DeadLetterSink;
+use cio_pipeline::{Processor, Progress, Report, Source};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::ConcurrencyArg;
+
+/// How operations are delivered.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// Batch through `/api/v2/batch` (else one v1 request per operation).
+    pub batch: bool,
+    /// Entries per batch at most.
+    pub batch_max_items: usize,
+    /// Bytes per batch body at most (Customer.io's limit is 500 KB).
+    pub batch_max_bytes: usize,
+    /// How long a batch may wait to fill.
+    pub linger: Duration,
+    /// Requests per second (the workspace limit you were given).
+    pub rate: u32,
+    /// Requests allowed at once after an idle period.
+    pub burst: u32,
+    /// Requests in flight: fixed or adaptive.
+    pub concurrency: ConcurrencyArg,
+    /// Operations between read and settled at most.
+    pub max_in_flight: usize,
+    /// After a stop request, how long in-flight work may take.
+    pub drain_deadline: Duration,
+    /// Deadline for one request, waiting for a token included.
+    pub request_deadline: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            batch: true,
+            batch_max_items: 1000,
+            batch_max_bytes: Limits::default().batch_bytes,
+            linger: Duration::from_millis(200),
+            rate: 100,
+            burst: 10,
+            concurrency: ConcurrencyArg::Auto,
+            max_in_flight: 20_000,
+            drain_deadline: Duration::from_secs(30),
+            request_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Checks the numbers, with messages naming the flag.
+    pub fn check(&self) -> Result<(), String> {
+        let limits = Limits::default();
+        if self.batch_max_items == 0 {
+            return Err("--batch-max-items must be at least 1".into());
+        }
+        if self.batch_max_bytes < 1024 || self.batch_max_bytes > limits.batch_bytes {
+            return Err(format!(
+                "--batch-max-bytes {} is out of range: give 1024 to {} (Customer.io's 500 KB batch limit)",
+                self.batch_max_bytes, limits.batch_bytes
+            ));
+        }
+        if self.rate == 0 {
+            return Err("--rate must be at least 1 request per second".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("--max-in-flight must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn stack_config(&self, name: &str) -> StackConfig {
+        let limits = Limits {
+            batch_bytes: self.batch_max_bytes,
+            ..Limits::default()
+        };
+        StackConfig {
+            rate: Quota::per_second(NonZeroU32::new(self.rate).unwrap_or(NonZeroU32::MIN))
+                .with_burst(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN)),
+            concurrency: match self.concurrency {
+                ConcurrencyArg::Fixed(n) => Concurrency::Fixed(n),
+                ConcurrencyArg::Auto => Concurrency::Adaptive(AdaptiveConfig {
+                    max: 64,
+                    ..AdaptiveConfig::default()
+                }),
+            },
+            retry: RetryConfig {
+                max_attempts: NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN),
+                max_total_backoff: Duration::from_secs(60),
+                ..RetryConfig::default()
+            },
+            batch: BatchConfig {
+                max_items: NonZeroUsize::new(self.batch_max_items).unwrap_or(NonZeroUsize::MIN),
+                max_weight: limits.batch_weight(),
+                max_linger: self.linger,
+                queue_capacity: NonZeroUsize::new(self.max_in_flight.max(self.batch_max_items))
+                    .unwrap_or(NonZeroUsize::MIN),
+                max_concurrent_batches: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            },
+            deadline: self.request_deadline,
+            metrics_name: name.to_owned(),
+        }
+    }
+}
+
+/// A built delivery path.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// v2 batches.
+    Batched(BatchedStack),
+    /// v1, one request per operation.
+    Unbatched(UnbatchedStack),
+}
+
+impl Delivery {
+    /// Builds the path (inside a runtime).
+    pub fn build(
+        region: Region,
+        credentials: TrackCredentials,
+        settings: &DeliverySettings,
+    ) -> Result<Delivery, String> {
+        settings.check()?;
+        let options = ClientOptions::default();
+        if settings.batch {
+            let client = BatchClient::with_options(region, credentials, &options);
+            BatchedStack::new(client, settings.stack_config("customerio_batch"))
+                .map(Delivery::Batched)
+                .map_err(|e| e.to_string())
+        } else {
+            let client = TrackClient::with_options(region, credentials, &options);
+            UnbatchedStack::new(client, settings.stack_config("customerio_track"))
+                .map(Delivery::Unbatched)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// Request metrics.
+    pub fn metrics(&self) -> &MetricsHandle {
+        match self {
+            Delivery::Batched(s) => s.metrics(),
+            Delivery::Unbatched(s) => s.metrics(),
+        }
+    }
+
+    /// The adaptive controller, if concurrency is adaptive.
+    pub fn concurrency(&self) -> Option<&AdaptiveController> {
+        match self {
+            Delivery::Batched(s) => s.concurrency(),
+            Delivery::Unbatched(s) => s.concurrency(),
+        }
+    }
+
+    /// Runs `source` to its end (or to `shutdown`), then flushes what is batched.
+    pub async fn run<S, L>(
+        &self,
+        source: S,
+        dead_letters: L,
+        settings: &DeliverySettings,
+        progress: Arc<Progress>,
+        shutdown: CancellationToken,
+    ) -> Report
+    where
+        S: Source,
+        L: DeadLetterSink,
+    {
+        let decoder = OperationDecoder::new();
+        let report = match self {
+            Delivery::Batched(stack) => {
+                Processor::new(source, decoder, stack.service(), dead_letters)
+                    .max_in_flight(settings.max_in_flight)
+                    .drain_deadline(settings.drain_deadline)
+                    .with_progress(progress)
+                    .classify_errors(ByError)
+                    .run(shutdown)
+                    .await
+            }
+            Delivery::Unbatched(stack) => {
+                Processor::new(source, decoder, stack.service(), dead_letters)
+                    .max_in_flight(settings.max_in_flight)
+                    .drain_deadline(settings.drain_deadline)
+                    .with_progress(progress)
+                    .classify_errors(ByError)
+                    .run(shutdown)
+                    .await
+            }
+        };
+        if let Delivery::Batched(stack) = self {
+            stack.close().await;
+        }
+        report
+    }
+}

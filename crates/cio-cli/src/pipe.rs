@@ -1,0 +1,166 @@
+//! `cio pipe`: send JSON-lines operations (files or stdin) to Customer.io, then report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_pipeline::dead_letter::JsonLinesFile;
+use cio_pipeline::source::FileSource;
+use cio_pipeline::{Progress, StopReason};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{parse_duration, wait_for_signal, ConcurrencyArg, TargetArgs};
+use crate::delivery::{Delivery, DeliverySettings};
+
+/// Flags of `cio pipe`.
+#[derive(Args, Debug)]
+#[command(after_help = "Each input line is one Track v2 entry, e.g.\n  \
+{\"type\":\"person\",\"identifiers\":{\"id\":\"42\"},\"action\":\"event\",\"name\":\"signup\",\"id\":\"01J...\"}\n\n\
+Example (against the mock started by `cio mock`):\n  \
+CIO_SITE_ID=site CIO_API_KEY=key cio pipe --input events.jsonl --endpoint http://127.0.0.1:7070 \\\n    \
+--rate 100 --dead-letter dead.jsonl --checkpoint events.checkpoint --report-json report.json\n\n\
+Exit status: 0 when every line was delivered, 1 when any was dead-lettered or the run failed, 2 for bad flags.")]
+pub struct PipeArgs {
+    /// Input file of JSON lines; `-` reads stdin. Repeat for several files, read in order.
+    #[arg(long = "input", short = 'i', value_name = "FILE|-", required = true)]
+    inputs: Vec<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Entries per v2 batch at most.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    batch_max_items: usize,
+    /// Bytes per v2 batch body at most (Customer.io allows 500 KB).
+    #[arg(long, default_value_t = 512_000, value_name = "BYTES")]
+    batch_max_bytes: usize,
+    /// How long a batch may wait to fill, in ms.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    linger_ms: u64,
+    /// Requests per second (your workspace's limit; Customer.io's documented default is 100).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    rate: u32,
+    /// Requests allowed at once after an idle period.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    burst: u32,
+    /// Requests in flight: a number, or `auto` to adapt to latency and 429s.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    concurrency: ConcurrencyArg,
+    /// One Track v1 request per operation instead of v2 batches.
+    #[arg(long)]
+    no_batch: bool,
+    /// Where operations that cannot be delivered go, with the reason (JSON lines, appended).
+    #[arg(long, value_name = "FILE", default_value = "cio-dead-letters.jsonl")]
+    dead_letter: PathBuf,
+    /// Resume from and record progress in this file (not with stdin).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Write the final report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+    /// Operations between read and settled at most.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    max_in_flight: usize,
+    /// After Ctrl-C or SIGTERM, how long in-flight work may take (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    shutdown_timeout: Duration,
+}
+
+pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
+    let (region, credentials) = args.target.resolve()?;
+    let settings = DeliverySettings {
+        batch: !args.no_batch,
+        batch_max_items: args.batch_max_items,
+        batch_max_bytes: args.batch_max_bytes,
+        linger: Duration::from_millis(args.linger_ms),
+        rate: args.rate,
+        burst: args.burst.max(1),
+        concurrency: args.concurrency,
+        max_in_flight: args.max_in_flight,
+        drain_deadline: args.shutdown_timeout,
+        ..DeliverySettings::default()
+    };
+    let mut builder = FileSource::builder();
+    for input in &args.inputs {
+        if input == "-" {
+            if args.checkpoint.is_some() {
+                return Err("--checkpoint cannot be used with stdin (`--input -`): there is no offset to resume from".into());
+            }
+            builder = builder.stdin();
+        } else {
+            let path = PathBuf::from(input);
+            if let Err(e) = std::fs::File::open(&path) {
+                return Err(format!("cannot read --input {input}: {e}"));
+            }
+            builder = builder.path(path);
+        }
+    }
+    if let Some(cp) = &args.checkpoint {
+        builder = builder.checkpoint(cp);
+    }
+    let source = builder
+        .max_unpersisted(args.max_in_flight as u64 * 2)
+        .open()
+        .await
+        .map_err(|e| format!("cannot open the input: {e}"))?;
+    let dead_letters = JsonLinesFile::create(&args.dead_letter)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open --dead-letter {}: {e}",
+                args.dead_letter.display()
+            )
+        })?;
+    let delivery = Delivery::build(region, credentials, &settings)?;
+
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!("stopping: finishing in-flight work (Ctrl-C again to abort)");
+        stop.cancel();
+    });
+    let progress = Arc::new(Progress::default());
+    let report = delivery
+        .run(source, dead_letters, &settings, progress, shutdown)
+        .await;
+    signals.abort();
+
+    let m = delivery.metrics().snapshot();
+    eprintln!(
+        "read {} | delivered {} | dead-lettered {} | unacknowledged {} | {:.0} events/s | {} requests, p50 {:?}, p99 {:?}",
+        report.read,
+        report.delivered,
+        report.dead_lettered,
+        report.unacknowledged,
+        report.events_per_second,
+        m.count,
+        m.p50,
+        m.p99
+    );
+    if let Some(path) = &args.report_json {
+        std::fs::write(path, report.to_json())
+            .map_err(|e| format!("cannot write --report-json {}: {e}", path.display()))?;
+    }
+    println!("{}", report.to_json());
+    if report.dead_lettered > 0 {
+        eprintln!(
+            "error: {} operation(s) could not be delivered; they are in {} with the reason",
+            report.dead_lettered,
+            args.dead_letter.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    match report.stop {
+        StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!(
+                "error: the run stopped early: {:?} {:?}",
+                report.stop, report.close_errors
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

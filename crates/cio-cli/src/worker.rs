@@ -1,0 +1,303 @@
+//! `cio worker`: a long-running pipeline with an admin server, for Kubernetes.
+//!
+//! Configuration comes from flags, then environment variables (`CIO_*`), then an optional TOML
+//! file (`--config`), in that order of precedence; every setting has the same name in all three
+//! (`--batch-max-items`, `CIO_BATCH_MAX_ITEMS`, `batch_max_items`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_pipeline::dead_letter::JsonLinesFile;
+use cio_pipeline::source::FileSource;
+use cio_pipeline::{Progress, StopReason};
+use clap::Args;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::common::{parse_duration, wait_for_signal, ConcurrencyArg, TargetArgs};
+use crate::delivery::{Delivery, DeliverySettings};
+
+/// Flags of `cio worker`. Every one can also come from `CIO_<NAME>` or the `--config` file.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[command(after_help = "Example:\n  \
+CIO_SITE_ID=site CIO_API_KEY=key cio worker --source file:/var/lib/cio/events.jsonl \\\n    \
+--endpoint http://127.0.0.1:7070 --rate 100 --admin-listen 0.0.0.0:9090 --shutdown-timeout 30s\n\n\
+The file source follows the file as it grows and resumes from its checkpoint (default: FILE.checkpoint).\n\
+Admin endpoints: /metrics (Prometheus), /healthz, /readyz (503 while draining).\n\
+SIGTERM or SIGINT: stop reading, drain within --shutdown-timeout, persist the checkpoint, exit 0.\n\
+Precedence: flags, then CIO_* environment variables, then the --config TOML file (keys in snake_case).")]
+pub struct WorkerArgs {
+    /// A TOML file with any of these settings (lowest precedence).
+    #[arg(long, env = "CIO_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Where work comes from: `file:PATH` (followed as it grows).
+    #[arg(long, env = "CIO_SOURCE", value_name = "URL")]
+    source: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    target: TargetArgs,
+    /// Checkpoint file of a file source [default: PATH.checkpoint].
+    #[arg(long, env = "CIO_CHECKPOINT", value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Where undeliverable operations go [default: cio-dead-letters.jsonl].
+    #[arg(long, env = "CIO_DEAD_LETTER", value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// Requests per second [default: 100].
+    #[arg(long, env = "CIO_RATE", value_name = "N")]
+    rate: Option<u32>,
+    /// Burst [default: 10].
+    #[arg(long, env = "CIO_BURST", value_name = "N")]
+    burst: Option<u32>,
+    /// Requests in flight: a number or `auto` [default: auto].
+    #[arg(long, env = "CIO_CONCURRENCY", value_name = "N|auto")]
+    concurrency: Option<ConcurrencyArg>,
+    /// Entries per v2 batch [default: 1000].
+    #[arg(long, env = "CIO_BATCH_MAX_ITEMS", value_name = "N")]
+    batch_max_items: Option<usize>,
+    /// Bytes per v2 batch body [default: 512000].
+    #[arg(long, env = "CIO_BATCH_MAX_BYTES", value_name = "BYTES")]
+    batch_max_bytes: Option<usize>,
+    /// How long a batch may wait to fill, ms [default: 200].
+    #[arg(long, env = "CIO_LINGER_MS", value_name = "MS")]
+    linger_ms: Option<u64>,
+    /// One Track v1 request per operation instead of v2 batches.
+    #[arg(long, env = "CIO_NO_BATCH")]
+    #[serde(default)]
+    no_batch: bool,
+    /// Operations in flight at most [default: 20000].
+    #[arg(long, env = "CIO_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Admin server address (/metrics, /healthz, /readyz) [default: 127.0.0.1:9090].
+    #[arg(long, env = "CIO_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// How long draining may take after SIGTERM [default: 30s].
+    #[arg(long, env = "CIO_SHUTDOWN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_opt")]
+    shutdown_timeout: Option<Duration>,
+}
+
+fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+impl WorkerArgs {
+    /// Fills what flags and environment left unset from the config file.
+    fn merge(self, file: WorkerArgs) -> WorkerArgs {
+        WorkerArgs {
+            config: self.config,
+            source: self.source.or(file.source),
+            target: self.target.or(file.target),
+            checkpoint: self.checkpoint.or(file.checkpoint),
+            dead_letter: self.dead_letter.or(file.dead_letter),
+            rate: self.rate.or(file.rate),
+            burst: self.burst.or(file.burst),
+            concurrency: self.concurrency.or(file.concurrency),
+            batch_max_items: self.batch_max_items.or(file.batch_max_items),
+            batch_max_bytes: self.batch_max_bytes.or(file.batch_max_bytes),
+            linger_ms: self.linger_ms.or(file.linger_ms),
+            no_batch: self.no_batch || file.no_batch,
+            max_in_flight: self.max_in_flight.or(file.max_in_flight),
+            admin_listen: self.admin_listen.or(file.admin_listen),
+            shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<WorkerArgs, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+/// A parsed `--source`.
+enum SourceUrl {
+    File(PathBuf),
+}
+
+fn parse_source(s: &str) -> Result<SourceUrl, String> {
+    if let Some(path) = s.strip_prefix("file:") {
+        let path = path.trim_start_matches("//");
+        if path.is_empty() {
+            return Err("--source file: needs a path, e.g. file:/var/lib/cio/events.jsonl".into());
+        }
+        return Ok(SourceUrl::File(PathBuf::from(path)));
+    }
+    Err(format!(
+        "--source {s:?} is not supported: use file:PATH (redis:// and kafka:// need the scale-out build)"
+    ))
+}
+
+pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
+    let args = match &args.config {
+        Some(path) => {
+            let file = read_config(path)?;
+            args.merge(file)
+        }
+        None => args,
+    };
+    let source = parse_source(args.source.as_deref().ok_or(
+        "no work source: pass --source file:PATH (or CIO_SOURCE, or `source` in --config)",
+    )?)?;
+    let (region, credentials) = args.target.resolve()?;
+    let settings = DeliverySettings {
+        batch: !args.no_batch,
+        batch_max_items: args.batch_max_items.unwrap_or(1000),
+        batch_max_bytes: args.batch_max_bytes.unwrap_or(512_000),
+        linger: Duration::from_millis(args.linger_ms.unwrap_or(200)),
+        rate: args.rate.unwrap_or(100),
+        burst: args.burst.unwrap_or(10).max(1),
+        concurrency: args.concurrency.unwrap_or(ConcurrencyArg::Auto),
+        max_in_flight: args.max_in_flight.unwrap_or(20_000),
+        drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+        ..DeliverySettings::default()
+    };
+    settings.check()?;
+    let admin_addr = args
+        .admin_listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let listener = admin::bind(admin_addr).await?;
+    let admin_url = listener
+        .local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    // The recorder must exist before the layers register their metrics.
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let delivery = Delivery::build(region, credentials, &settings)?;
+    let dead_letter = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cio-dead-letters.jsonl"));
+    let dead_letters = JsonLinesFile::create(&dead_letter).await.map_err(|e| {
+        format!(
+            "cannot open the dead-letter file {}: {e}",
+            dead_letter.display()
+        )
+    })?;
+
+    let SourceUrl::File(path) = source;
+    let checkpoint = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.checkpoint", path.display())));
+    let file_source = FileSource::builder()
+        .path(&path)
+        .follow(true)
+        .checkpoint(&checkpoint)
+        .max_unpersisted(settings.max_in_flight as u64 * 2)
+        .open()
+        .await
+        .map_err(|e| format!("cannot open --source {}: {e}", path.display()))?;
+
+    let ready = Readiness::default();
+    let stop_admin = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        prometheus,
+        ready.clone(),
+        stop_admin.clone(),
+    ));
+    let progress = Arc::new(Progress::default());
+    let gauges = tokio::spawn(export_gauges(
+        progress.clone(),
+        delivery.clone(),
+        path.clone(),
+        checkpoint.clone(),
+    ));
+    // Printed once the admin server answers, so scripts can wait for it.
+    println!(
+        "worker ready: source {} | admin {admin_url}",
+        path.display()
+    );
+    tracing::info!(source = %path.display(), checkpoint = %checkpoint.display(), admin = %admin_url, "worker started");
+
+    let shutdown = CancellationToken::new();
+    let signals = {
+        let (shutdown, ready) = (shutdown.clone(), ready.clone());
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            ready.set(false);
+            tracing::info!("signal received: draining");
+            shutdown.cancel();
+        })
+    };
+    ready.set(true);
+    let report = delivery
+        .run(file_source, dead_letters, &settings, progress, shutdown)
+        .await;
+    ready.set(false);
+    signals.abort();
+    gauges.abort();
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    println!("{}", report.to_json());
+    match report.stop {
+        StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(format!(
+            "the worker stopped on an error: {:?} {:?}",
+            report.stop, report.close_errors
+        )),
+    }
+}
+
+/// Publishes the pipeline's live state as gauges every second.
+async fn export_gauges(
+    progress: Arc<Progress>,
+    delivery: Delivery,
+    path: PathBuf,
+    checkpoint: PathBuf,
+) {
+    let read = metrics::gauge!("cio_worker_read");
+    let delivered = metrics::gauge!("cio_worker_delivered");
+    let dead = metrics::gauge!("cio_worker_dead_lettered");
+    let in_flight = metrics::gauge!("cio_worker_in_flight");
+    let limit = metrics::gauge!("cio_worker_concurrency_limit");
+    let lag = metrics::gauge!("cio_worker_source_lag_bytes");
+    metrics::describe_gauge!(
+        "cio_worker_source_lag_bytes",
+        "Bytes of the source file not yet covered by the checkpoint (scale on this)"
+    );
+    loop {
+        read.set(progress.read() as f64);
+        delivered.set(progress.delivered() as f64);
+        dead.set(progress.dead_lettered() as f64);
+        in_flight.set(progress.in_flight() as f64);
+        if let Some(c) = delivery.concurrency() {
+            limit.set(c.limit() as f64);
+        }
+        if let Some(l) = file_lag(&path, &checkpoint) {
+            lag.set(l as f64);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// File length minus the smallest checkpointed offset: what is left to deliver.
+fn file_lag(path: &Path, checkpoint: &Path) -> Option<u64> {
+    let len = std::fs::metadata(path).ok()?.len();
+    let offset = std::fs::read(checkpoint)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("files")?
+                .as_array()?
+                .iter()
+                .filter(|f| f.get("path").and_then(|p| p.as_str()) == path.to_str())
+                .filter_map(|f| f.get("offset")?.as_u64())
+                .min()
+        })
+        .unwrap_or(0);
+    Some(len.saturating_sub(offset))
+}
