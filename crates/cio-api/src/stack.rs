@@ -34,8 +34,8 @@ use cio_layers::deadline::DeadlineLayer;
 use cio_layers::metrics::{MetricsHandle, MetricsLayer};
 use cio_layers::rate_limit::{Quota, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
-use tower::util::BoxCloneService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::util::{BoxCloneService, BoxCloneSyncService};
+use tower::ServiceBuilder;
 
 use crate::{BatchClient, EntryError, Error, Operation, TrackClient, TrackResponse};
 
@@ -91,7 +91,7 @@ impl Default for StackConfig {
 pub type StackError = BatchError<EntryError, Error>;
 
 /// The stack as one cloneable service of single operations.
-pub type StackService = BoxCloneService<Operation, (), StackError>;
+pub type StackService = BoxCloneSyncService<Operation, (), StackError>;
 
 /// A built stack: the service, and handles to flush it and to read its state.
 #[derive(Clone)]
@@ -151,10 +151,7 @@ impl BatchedStack {
         };
         let batch = BatchLayer::new(config.batch);
         let batch_handle = batch.handle();
-        let service = ServiceBuilder::new()
-            .layer(batch)
-            .service(inner)
-            .boxed_clone();
+        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(batch).service(inner));
         Ok(BatchedStack {
             service,
             batch: batch_handle,
@@ -185,7 +182,7 @@ impl BatchedStack {
 }
 
 /// The unbatched path as one cloneable service: one Track v1 request per operation.
-pub type UnbatchedService = BoxCloneService<Operation, TrackResponse, Error>;
+pub type UnbatchedService = BoxCloneSyncService<Operation, TrackResponse, Error>;
 
 /// The unbatched v1 path, for callers that need a synchronous answer per operation:
 ///
@@ -219,7 +216,7 @@ impl UnbatchedStack {
         let deadline = DeadlineLayer::new(config.deadline);
         let (service, concurrency) = match config.concurrency {
             Concurrency::Fixed(n) => (
-                BoxCloneService::new(
+                BoxCloneSyncService::new(
                     base.concurrency_limit(n.max(1))
                         .layer(deadline)
                         .service(client),
@@ -231,7 +228,7 @@ impl UnbatchedStack {
                     .map_err(|e| StackConfigError(e.to_string()))?;
                 let controller = adaptive.controller().clone();
                 (
-                    BoxCloneService::new(base.layer(adaptive).layer(deadline).service(client)),
+                    BoxCloneSyncService::new(base.layer(adaptive).layer(deadline).service(client)),
                     Some(controller),
                 )
             }
