@@ -46,6 +46,10 @@ pub struct DemoArgs {
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<std::path::PathBuf>,
+    /// Only write the synthetic events (JSON lines) to this file and exit: input for
+    /// `cio pipe` benchmarks.
+    #[arg(long, value_name = "FILE")]
+    generate_only: Option<std::path::PathBuf>,
 }
 
 /// Writes `n` synthetic operations (events with ids, page views, identifies) as JSON lines;
@@ -203,6 +207,16 @@ async fn run_path(
 pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     if args.events == 0 {
         return Err("--events must be at least 1".into());
+    }
+    if let Some(path) = &args.generate_only {
+        let with_id = generate(path, args.events, args.seed)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!(
+            "wrote {} operations ({with_id} events with ids) to {}",
+            args.events,
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;

@@ -452,9 +452,10 @@ fn parse_v1_inner(
 }
 
 /// One v2 entry: parsed, validated with the client's rules, measured as sent.
-fn check_entry(state: &State, entry: Value) -> Result<Operation, (String, String, String)> {
-    let size = cio_api::validate::json_len(&entry);
-    let op = Operation::from_value(entry).map_err(|e| {
+/// `entry` is the entry's text as sent: its size is measured on those bytes.
+fn check_entry(state: &State, entry: &str) -> Result<Operation, (String, String, String)> {
+    let size = entry.len();
+    let op = Operation::from_json(entry.as_bytes()).map_err(|e| {
         let field = e.field().unwrap_or("entry").to_owned();
         let reason = match &e {
             cio_api::DecodeError::Invalid(v) => v.reason(),
@@ -492,21 +493,23 @@ fn v2_invalid(field: &str, message: String) -> Answer {
 }
 
 fn v2_batch(state: &State, body: &Bytes) -> Answer {
-    let parsed: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    /// The body, with each entry kept as the text that was sent (parsed once, measured as sent).
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        batch: Vec<&'a serde_json::value::RawValue>,
+    }
+    let entries = match serde_json::from_slice::<Batch<'_>>(body) {
+        Ok(b) => b.batch,
         Err(e) => {
             state.stats.rejected(1);
-            return v2_invalid("batch", format!("invalid JSON body: {e}"));
+            return v2_invalid("batch", format!("expected {{\"batch\":[entry, ...]}}: {e}"));
         }
-    };
-    let Some(Value::Array(entries)) = parsed.get("batch").cloned() else {
-        state.stats.rejected(1);
-        return v2_invalid("batch", "expected {\"batch\":[entry, ...]}".into());
     };
     let mut errors = Vec::new();
     let mut accepted = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
-        match check_entry(state, entry) {
+        match check_entry(state, entry.get()) {
             Ok(op) => accepted.push(op),
             Err((reason, field, message)) => errors.push(json!({
                 "batch_index": i, "reason": reason, "field": field, "message": message
@@ -523,11 +526,11 @@ fn v2_batch(state: &State, body: &Bytes) -> Answer {
 }
 
 fn v2_entity(state: &State, body: &Bytes) -> Answer {
-    let entry: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    let entry = match std::str::from_utf8(body) {
+        Ok(text) => text.trim(),
         Err(e) => {
             state.stats.rejected(1);
-            return v2_invalid("entity", format!("invalid JSON body: {e}"));
+            return v2_invalid("entity", format!("the body is not UTF-8: {e}"));
         }
     };
     match check_entry(state, entry) {
