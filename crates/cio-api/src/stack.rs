@@ -3,12 +3,15 @@
 //! `POST /api/v2/batch` within Customer.io's limits.
 //!
 //! ```text
-//! Batch -> Metrics -> Retry -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> BatchClient
+//! Batch -> Metrics -> Retry -> AttemptMetrics -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> BatchClient
 //! ```
 //!
-//! The rate and concurrency limits sit inside the retry, so retries wait for a token too; the
-//! metrics sit outside the retry, so they count what callers see per batch; the deadline covers
-//! the wait for a token as well as the request.
+//! The rate and concurrency limits sit inside the retry, so retries wait for a token too. The
+//! outer metrics count what callers see per batch (a 429 that a retry got through counts as a
+//! success there); the attempt metrics inside the retry count every request sent, 429s and 5xx
+//! included. The deadline sits next to the client, so it bounds each attempt (connect, send,
+//! answer); a caller that must bound its total wait, tokens included, puts another
+//! `DeadlineLayer` above the rate limit, where it covers `poll_ready` too.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -57,11 +60,11 @@ pub struct StackConfig {
     pub concurrency: Concurrency,
     /// Retries (default: the Node SDK's policy, 4 attempts).
     pub retry: RetryConfig,
-    /// Batching (default: 500 entries, the client's batch byte budget, 200 ms linger).
+    /// Batching (default: up to 5000 entries within the 500 KB byte budget, 200 ms linger).
     pub batch: BatchConfig,
-    /// Deadline for one request including the wait for a token (default 30 s).
+    /// Deadline for one attempt: connect, send, answer (default 30 s).
     pub deadline: Duration,
-    /// Name of the metrics (the `name` label).
+    /// Name of the metrics (the `name` label); the attempt metrics are `{metrics_name}_attempt`.
     pub metrics_name: String,
 }
 
@@ -76,9 +79,13 @@ impl Default for StackConfig {
             }),
             retry: RetryConfig::default(),
             batch: BatchConfig {
-                max_items: std::num::NonZeroUsize::new(500).unwrap_or(std::num::NonZeroUsize::MIN),
+                // Customer.io limits a batch by bytes, not entries: let the weight decide.
+                max_items: std::num::NonZeroUsize::new(5000).unwrap_or(std::num::NonZeroUsize::MIN),
                 max_weight: crate::Limits::default().batch_weight(),
                 max_linger: Duration::from_millis(200),
+                // Room for a few full batches waiting while others are in flight.
+                queue_capacity: std::num::NonZeroUsize::new(20_000)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
                 ..BatchConfig::default()
             },
             deadline: Duration::from_secs(30),
@@ -99,6 +106,7 @@ pub struct BatchedStack {
     service: StackService,
     batch: BatchHandle,
     metrics: MetricsHandle,
+    attempts: MetricsHandle,
     concurrency: Option<AdaptiveController>,
 }
 
@@ -119,6 +127,8 @@ impl BatchedStack {
     pub fn new(client: BatchClient, config: StackConfig) -> Result<Self, StackConfigError> {
         let metrics = MetricsLayer::new(config.metrics_name.clone());
         let metrics_handle = metrics.handle();
+        let attempts = MetricsLayer::new(format!("{}_attempt", config.metrics_name));
+        let attempts_handle = attempts.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
         let rate = RateLimitLayer::new(config.rate);
         let deadline = DeadlineLayer::new(config.deadline);
@@ -128,6 +138,7 @@ impl BatchedStack {
                     .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
                     .layer(metrics)
                     .layer(retry)
+                    .layer(attempts)
                     .layer(rate)
                     .concurrency_limit((*n).max(1))
                     .layer(deadline)
@@ -142,6 +153,7 @@ impl BatchedStack {
                     .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
                     .layer(metrics)
                     .layer(retry)
+                    .layer(attempts)
                     .layer(rate)
                     .layer(adaptive)
                     .layer(deadline)
@@ -156,8 +168,15 @@ impl BatchedStack {
             service,
             batch: batch_handle,
             metrics: metrics_handle,
+            attempts: attempts_handle,
             concurrency,
         })
+    }
+
+    /// Per-attempt metrics: every request sent, retries included, by outcome (429s show as
+    /// `back_pressure`).
+    pub fn attempts(&self) -> &MetricsHandle {
+        &self.attempts
     }
 
     /// A clone of the service; clones share everything.

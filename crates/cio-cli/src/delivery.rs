@@ -49,7 +49,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             batch: true,
-            batch_max_items: 1000,
+            batch_max_items: 5000,
             batch_max_bytes: Limits::default().batch_bytes,
             linger: Duration::from_millis(200),
             rate: 100,

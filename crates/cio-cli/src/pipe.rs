@@ -28,8 +28,8 @@ pub struct PipeArgs {
     inputs: Vec<String>,
     #[command(flatten)]
     target: TargetArgs,
-    /// Entries per v2 batch at most.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    /// Entries per v2 batch at most (Customer.io limits batches by bytes; this is a cap on top).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
     batch_max_items: usize,
     /// Bytes per v2 batch body at most (Customer.io allows 500 KB).
     #[arg(long, default_value_t = 512_000, value_name = "BYTES")]

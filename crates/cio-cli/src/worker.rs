@@ -58,7 +58,7 @@ pub struct WorkerArgs {
     /// Requests in flight: a number or `auto` [default: auto].
     #[arg(long, env = "CIO_CONCURRENCY", value_name = "N|auto")]
     concurrency: Option<ConcurrencyArg>,
-    /// Entries per v2 batch [default: 1000].
+    /// Entries per v2 batch [default: 5000; batches are limited by bytes first].
     #[arg(long, env = "CIO_BATCH_MAX_ITEMS", value_name = "N")]
     batch_max_items: Option<usize>,
     /// Bytes per v2 batch body [default: 512000].
@@ -150,7 +150,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
     let (region, credentials) = args.target.resolve()?;
     let settings = DeliverySettings {
         batch: !args.no_batch,
-        batch_max_items: args.batch_max_items.unwrap_or(1000),
+        batch_max_items: args.batch_max_items.unwrap_or(5000),
         batch_max_bytes: args.batch_max_bytes.unwrap_or(512_000),
         linger: Duration::from_millis(args.linger_ms.unwrap_or(200)),
         rate: args.rate.unwrap_or(100),
@@ -170,7 +170,12 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
     // The recorder must exist before the layers register their metrics.
+    // Latency as a histogram (aggregatable across pods), in seconds.
     let prometheus = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+        .map_err(|e| format!("cannot configure the metrics exporter: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let delivery = Delivery::build(region, credentials, &settings)?;
@@ -259,9 +264,9 @@ async fn export_gauges(
     path: PathBuf,
     checkpoint: PathBuf,
 ) {
-    let read = metrics::gauge!("cio_worker_read");
-    let delivered = metrics::gauge!("cio_worker_delivered");
-    let dead = metrics::gauge!("cio_worker_dead_lettered");
+    let read = metrics::counter!("cio_worker_read_total");
+    let delivered = metrics::counter!("cio_worker_delivered_total");
+    let dead = metrics::counter!("cio_worker_dead_lettered_total");
     let in_flight = metrics::gauge!("cio_worker_in_flight");
     let limit = metrics::gauge!("cio_worker_concurrency_limit");
     let lag = metrics::gauge!("cio_worker_source_lag_bytes");
@@ -270,9 +275,9 @@ async fn export_gauges(
         "Bytes of the source file not yet covered by the checkpoint (scale on this)"
     );
     loop {
-        read.set(progress.read() as f64);
-        delivered.set(progress.delivered() as f64);
-        dead.set(progress.dead_lettered() as f64);
+        read.absolute(progress.read());
+        delivered.absolute(progress.delivered());
+        dead.absolute(progress.dead_lettered());
         in_flight.set(progress.in_flight() as f64);
         if let Some(c) = delivery.concurrency() {
             limit.set(c.limit() as f64);

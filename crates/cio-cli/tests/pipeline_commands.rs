@@ -154,7 +154,7 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
         let started = Instant::now();
         loop {
             let (_, metrics) = http_get(admin, "/metrics");
-            if metrics.contains(&format!("cio_worker_delivered {n}")) {
+            if metrics.contains(&format!("cio_worker_delivered_total {n}")) {
                 return metrics;
             }
             assert!(started.elapsed() < Duration::from_secs(20), "never reached {n}: {metrics}");
