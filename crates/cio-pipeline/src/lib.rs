@@ -4,7 +4,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`source`] | the [`Source`] / [`Acknowledge`](source::Acknowledge) traits, [`Message`](source::Message), [`Position`](source::Position); adapters: [`MemorySource`](source::MemorySource), [`channel`](source::channel), [`FileSource`](source::FileSource) |
+//! | [`source`] | the [`Source`] / [`Acknowledge`](source::Acknowledge) traits, [`Message`](source::Message), [`Position`](source::Position); adapters: [`MemorySource`](source::MemorySource), [`channel`](source::channel), [`FileSource`](source::FileSource), `KafkaSource` (feature `kafka`), `RedisStreamSource` (feature `redis`); [`LagProbe`](source::LagProbe) |
 //! | [`checkpoint`] | the file checkpoint (atomic writes) and [`AckTracker`](checkpoint::AckTracker), the contiguous-prefix rule for out-of-order acks |
 //! | [`processor`] | [`Processor`]: bounded in-flight, decode, deliver, dead-letter, ack, graceful shutdown; [`Report`] |
 //! | [`decode`] | [`Decode`]: bytes to the item the service takes |

@@ -47,7 +47,7 @@ pub struct Reservation {
 }
 
 /// Where the limit's state lives: in this process ([`LocalBackend`]) or in a store shared by
-/// every replica (Redis, in the scale-out crate).
+/// every replica (`RedisBackend`, feature `redis`).
 ///
 /// A backend reserves a slot per call and says how long to wait for it; it never makes the
 /// caller poll again. Implementations must be cheap to clone (they share their state).

@@ -32,12 +32,18 @@
 //!
 //! The state lives behind an `Arc` in [`LocalBackend`]: every clone of the layer and of the
 //! service shares one limit (tower's `RateLimit` gives each clone its own window). A backend
-//! shared across processes (Redis) implements [`RateLimitBackend`] the same way.
+//! shared across processes implements [`RateLimitBackend`] the same way: `RedisBackend` (feature
+//! `redis`) keeps this GCRA in Redis, one atomic script per decision, so every replica shares
+//! one limit.
 
 mod backend;
 mod layer;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod service;
 
 pub use backend::{LocalBackend, Quota, RateLimitBackend, Reservation};
 pub use layer::RateLimitLayer;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisBackendBuilder, RedisLimitError, Unreachable};
 pub use service::RateLimit;

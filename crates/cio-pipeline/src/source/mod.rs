@@ -48,12 +48,19 @@
 //!   reset / `-NAK`.
 //!
 //! The adapters here: [`MemorySource`] (tests and examples; records every settlement),
-//! [`ChannelSource`] (producers in the same process) and [`FileSource`] (JSON lines from files
-//! or stdin, follow mode, checkpoints).
+//! [`ChannelSource`] (producers in the same process), [`FileSource`] (JSON lines from files
+//! or stdin, follow mode, checkpoints), and for several machines `KafkaSource` (feature `kafka`:
+//! a consumer group, per-partition contiguous commits, rebalances) and `RedisStreamSource`
+//! (feature `redis`: a Streams consumer group, `XAUTOCLAIM`, a dead-letter stream). Both give a
+//! [`LagProbe`] for autoscaling.
 
 mod channel;
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -64,7 +71,11 @@ use serde::{Deserialize, Serialize};
 
 pub use channel::{channel, ChannelAck, ChannelSender, ChannelSource, Closed, Receipt, Settlement};
 pub use file::{FileAck, FileSource, FileSourceBuilder};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaAck, KafkaLag, KafkaSource, KafkaSourceBuilder};
 pub use memory::{AckLog, MemoryAck, MemorySource};
+#[cfg(feature = "redis")]
+pub use redis::{RedisStreamAck, RedisStreamLag, RedisStreamSource, RedisStreamSourceBuilder};
 
 /// The boxed error type adapters wrap their own errors in.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -112,6 +123,18 @@ pub trait Acknowledge: Send + 'static {
     /// The message was not processed: the source should deliver it again (for a file: after a
     /// restart, from the checkpoint; for a broker: after its redelivery delay).
     fn nack(self) -> impl Future<Output = Result<(), AckError>> + Send;
+}
+
+/// How many messages of a source's input are not acknowledged yet: its consumer lag, the
+/// number an autoscaler scales workers on.
+///
+/// A probe is taken from a source before the processor takes the source (`KafkaSource::lag_probe`
+/// with feature `kafka`, `RedisStreamSource::lag_probe` with feature `redis`), is cheap to clone
+/// and may be asked from any task (a `/metrics` handler) while the source runs. After the source
+/// is closed it answers with an error.
+pub trait LagProbe: Clone + Send + Sync + 'static {
+    /// Messages not acknowledged yet: delivered to no consumer, or delivered and not settled.
+    fn lag(&self) -> impl Future<Output = Result<u64, SourceError>> + Send;
 }
 
 /// One input: payload, position and acknowledgement handle.
