@@ -35,7 +35,7 @@ use cio_layers::batch::{BatchConfig, BatchError, BatchHandle, BatchLayer};
 use cio_layers::concurrency::{AdaptiveConcurrencyLayer, AdaptiveConfig, AdaptiveController};
 use cio_layers::deadline::DeadlineLayer;
 use cio_layers::metrics::{MetricsHandle, MetricsLayer};
-use cio_layers::rate_limit::{Quota, RateLimitLayer};
+use cio_layers::rate_limit::{LocalBackend, Quota, RateLimitBackend, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
 use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
@@ -125,12 +125,30 @@ impl BatchedStack {
     /// Builds the stack over `client`. Must be called inside a tokio runtime (the batch worker is
     /// spawned).
     pub fn new(client: BatchClient, config: StackConfig) -> Result<Self, StackConfigError> {
+        let backend = LocalBackend::new(config.rate);
+        Self::with_rate_limit(client, config, backend)
+    }
+
+    /// Builds the stack with the rate limit kept by `backend` (for example a
+    /// `cio_layers::rate_limit::RedisBackend` shared by every replica, wrapped in
+    /// [`WaitOnError`](cio_layers::rate_limit::WaitOnError) so that an unreachable store makes
+    /// requests wait instead of failing the batch worker). `config.rate` is then unused: the
+    /// backend has its own quota.
+    pub fn with_rate_limit<B>(
+        client: BatchClient,
+        config: StackConfig,
+        backend: B,
+    ) -> Result<Self, StackConfigError>
+    where
+        B: RateLimitBackend,
+        Error: From<B::Error>,
+    {
         let metrics = MetricsLayer::new(config.metrics_name.clone());
         let metrics_handle = metrics.handle();
         let attempts = MetricsLayer::new(format!("{}_attempt", config.metrics_name));
         let attempts_handle = attempts.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
-        let rate = RateLimitLayer::new(config.rate);
+        let rate = RateLimitLayer::with_backend(backend);
         let deadline = DeadlineLayer::new(config.deadline);
         let (inner, concurrency) = match &config.concurrency {
             Concurrency::Fixed(n) => {

@@ -187,3 +187,10 @@ mod tests {
         assert!(t.resolve().unwrap_err().contains("http://"));
     }
 }
+
+/// Prints one line to stdout; a closed stdout (the reader went away) is not a reason to fail
+/// after the work is done.
+pub fn print_line(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}

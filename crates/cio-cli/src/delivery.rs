@@ -118,6 +118,43 @@ impl DeliverySettings {
     }
 }
 
+/// A rate limit shared by every replica, kept in Redis (`--shared-limit redis://HOST:PORT/KEY`).
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // read only in builds with the feature
+pub struct SharedLimit {
+    /// The Redis URL, without the key.
+    pub url: String,
+    /// The key holding the limit's state (the same on every replica).
+    pub key: String,
+    /// With `Some(n)`: when Redis is unreachable, fall back to `rate / n` locally. With `None`:
+    /// fail closed (requests wait until Redis answers).
+    pub replicas: Option<NonZeroU32>,
+}
+
+impl SharedLimit {
+    /// Parses `redis://HOST:PORT/KEY`.
+    pub fn parse(s: &str, replicas: Option<u32>) -> Result<SharedLimit, String> {
+        let rest = s
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("--shared-limit {s:?}: expected redis://HOST:PORT/KEY"))?;
+        let (host, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || key.is_empty() {
+            return Err(format!(
+                "--shared-limit {s:?}: expected redis://HOST:PORT/KEY, e.g. redis://127.0.0.1:6379/cio:limit:workspace"
+            ));
+        }
+        let replicas = match replicas {
+            None => None,
+            Some(n) => Some(NonZeroU32::new(n).ok_or("--replicas must be at least 1")?),
+        };
+        Ok(SharedLimit {
+            url: format!("redis://{host}"),
+            key: key.to_owned(),
+            replicas,
+        })
+    }
+}
+
 /// A built delivery path.
 #[derive(Clone, Debug)]
 pub enum Delivery {
@@ -134,8 +171,24 @@ impl Delivery {
         credentials: TrackCredentials,
         settings: &DeliverySettings,
     ) -> Result<Delivery, String> {
+        Self::build_shared(region, credentials, settings, None)
+    }
+
+    /// Builds the path, with the rate limit shared through Redis when `shared` is given.
+    pub fn build_shared(
+        region: Region,
+        credentials: TrackCredentials,
+        settings: &DeliverySettings,
+        shared: Option<&SharedLimit>,
+    ) -> Result<Delivery, String> {
         settings.check()?;
         let options = ClientOptions::default();
+        if let Some(shared) = shared {
+            if !settings.batch {
+                return Err("--shared-limit works with batches only: drop --no-batch".into());
+            }
+            return Self::build_redis(region, credentials, settings, shared);
+        }
         if settings.batch {
             let client = BatchClient::with_options(region, credentials, &options);
             BatchedStack::new(client, settings.stack_config("customerio_batch"))
@@ -147,6 +200,41 @@ impl Delivery {
                 .map(Delivery::Unbatched)
                 .map_err(|e| e.to_string())
         }
+    }
+
+    #[cfg(feature = "redis")]
+    fn build_redis(
+        region: Region,
+        credentials: TrackCredentials,
+        settings: &DeliverySettings,
+        shared: &SharedLimit,
+    ) -> Result<Delivery, String> {
+        use cio_layers::rate_limit::{RedisBackend, Unreachable, WaitOnError};
+        let config = settings.stack_config("customerio_batch");
+        let unreachable = match shared.replicas {
+            Some(replicas) => Unreachable::FallBack { replicas },
+            None => Unreachable::FailClosed,
+        };
+        let backend = RedisBackend::builder(shared.url.as_str(), shared.key.as_str(), config.rate)
+            .on_unreachable(unreachable)
+            .build()
+            .map_err(|e| format!("--shared-limit {}/{}: {e}", shared.url, shared.key))?;
+        // Fail closed by waiting: an error from the limit would end the batch worker.
+        let backend = WaitOnError::new(backend, Duration::from_secs(1));
+        let client = BatchClient::with_options(region, credentials, &ClientOptions::default());
+        BatchedStack::with_rate_limit(client, config, backend)
+            .map(Delivery::Batched)
+            .map_err(|e| e.to_string())
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn build_redis(
+        _: Region,
+        _: TrackCredentials,
+        _: &DeliverySettings,
+        _: &SharedLimit,
+    ) -> Result<Delivery, String> {
+        Err("--shared-limit needs the redis feature: build with `cargo build --release --features redis -p cio-cli`".into())
     }
 
     /// Request metrics.

@@ -11,7 +11,7 @@ use cio_pipeline::{Progress, StopReason};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{parse_duration, wait_for_signal, ConcurrencyArg, TargetArgs};
+use crate::common::{parse_duration, print_line, wait_for_signal, ConcurrencyArg, TargetArgs};
 use crate::delivery::{Delivery, DeliverySettings};
 
 /// Flags of `cio pipe`.
@@ -142,7 +142,7 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         std::fs::write(path, report.to_json())
             .map_err(|e| format!("cannot write --report-json {}: {e}", path.display()))?;
     }
-    println!("{}", report.to_json());
+    print_line(report.to_json());
     if report.dead_lettered > 0 {
         eprintln!(
             "error: {} operation(s) could not be delivered; they are in {} with the reason",

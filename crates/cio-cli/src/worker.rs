@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
-use crate::common::{parse_duration, wait_for_signal, ConcurrencyArg, TargetArgs};
-use crate::delivery::{Delivery, DeliverySettings};
+use crate::common::{parse_duration, print_line, wait_for_signal, ConcurrencyArg, TargetArgs};
+use crate::delivery::{Delivery, DeliverySettings, SharedLimit};
 
 /// Flags of `cio worker`. Every one can also come from `CIO_<NAME>` or the `--config` file.
 #[derive(Args, Debug, Default, Deserialize)]
@@ -37,9 +37,19 @@ pub struct WorkerArgs {
     #[arg(long, env = "CIO_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Where work comes from: `file:PATH` (followed as it grows).
+    /// Where work comes from: `file:PATH` (followed as it grows),
+    /// `redis://HOST:PORT/?stream=S&group=G[&consumer=C][&claim_idle_ms=N]` (Redis Streams,
+    /// feature `redis`) or `kafka://BROKER[,BROKER]/?topic=T&group=G` (feature `kafka`).
     #[arg(long, env = "CIO_SOURCE", value_name = "URL")]
     source: Option<String>,
+    /// Share the rate limit with every replica through Redis: `redis://HOST:PORT/KEY`
+    /// (feature `redis`). Every replica must give the same key and --rate.
+    #[arg(long, env = "CIO_SHARED_LIMIT", value_name = "URL")]
+    shared_limit: Option<String>,
+    /// With --shared-limit: when Redis is unreachable, fall back to rate/N locally (N replicas).
+    /// Without it the limit fails closed: requests wait until Redis answers.
+    #[arg(long, env = "CIO_REPLICAS", value_name = "N")]
+    replicas: Option<u32>,
     #[command(flatten)]
     #[serde(flatten)]
     target: TargetArgs,
@@ -95,6 +105,8 @@ impl WorkerArgs {
         WorkerArgs {
             config: self.config,
             source: self.source.or(file.source),
+            shared_limit: self.shared_limit.or(file.shared_limit),
+            replicas: self.replicas.or(file.replicas),
             target: self.target.or(file.target),
             checkpoint: self.checkpoint.or(file.checkpoint),
             dead_letter: self.dead_letter.or(file.dead_letter),
@@ -118,9 +130,33 @@ fn read_config(path: &Path) -> Result<WorkerArgs, String> {
     toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
 }
 
-/// A parsed `--source`.
+/// A parsed `--source`. (Redis and Kafka fields are read only in builds with their feature.)
+#[cfg_attr(not(all(feature = "redis", feature = "kafka")), allow(dead_code))]
 enum SourceUrl {
     File(PathBuf),
+    Redis {
+        url: String,
+        stream: String,
+        group: String,
+        consumer: Option<String>,
+        claim_idle: Option<Duration>,
+    },
+    Kafka {
+        brokers: String,
+        topic: String,
+        group: String,
+    },
+}
+
+/// `key=value&...` after a `?`.
+fn query(s: &str) -> std::collections::HashMap<String, String> {
+    s.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 fn parse_source(s: &str) -> Result<SourceUrl, String> {
@@ -131,8 +167,47 @@ fn parse_source(s: &str) -> Result<SourceUrl, String> {
         }
         return Ok(SourceUrl::File(PathBuf::from(path)));
     }
+    if let Some(rest) = s.strip_prefix("redis://") {
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        let q = query(rest);
+        let (Some(stream), Some(group)) = (q.get("stream"), q.get("group")) else {
+            return Err(format!(
+                "--source {s:?}: a Redis Streams source needs ?stream=NAME&group=NAME, e.g. redis://127.0.0.1:6379/?stream=events&group=cio"
+            ));
+        };
+        let claim_idle = match q.get("claim_idle_ms") {
+            None => None,
+            Some(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
+                format!("--source: claim_idle_ms={v:?} is not a number of milliseconds")
+            })?)),
+        };
+        return Ok(SourceUrl::Redis {
+            url: format!("redis://{host}"),
+            stream: stream.clone(),
+            group: group.clone(),
+            consumer: q.get("consumer").cloned(),
+            claim_idle,
+        });
+    }
+    if let Some(rest) = s.strip_prefix("kafka://") {
+        let brokers = rest.split(['/', '?']).next().unwrap_or("").to_owned();
+        let q = query(rest);
+        let (Some(topic), Some(group)) = (q.get("topic"), q.get("group")) else {
+            return Err(format!(
+                "--source {s:?}: a Kafka source needs ?topic=NAME&group=NAME, e.g. kafka://127.0.0.1:9092/?topic=events&group=cio"
+            ));
+        };
+        if brokers.is_empty() {
+            return Err(format!("--source {s:?}: no broker address"));
+        }
+        return Ok(SourceUrl::Kafka {
+            brokers,
+            topic: topic.clone(),
+            group: group.clone(),
+        });
+    }
     Err(format!(
-        "--source {s:?} is not supported: use file:PATH (redis:// and kafka:// need the scale-out build)"
+        "--source {s:?} is not supported: use file:PATH, redis://HOST:PORT/?stream=S&group=G or kafka://BROKERS/?topic=T&group=G"
     ))
 }
 
@@ -178,7 +253,12 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot configure the metrics exporter: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    let delivery = Delivery::build(region, credentials, &settings)?;
+    let shared = args
+        .shared_limit
+        .as_deref()
+        .map(|s| SharedLimit::parse(s, args.replicas))
+        .transpose()?;
+    let delivery = Delivery::build_shared(region, credentials, &settings, shared.as_ref())?;
     let dead_letter = args
         .dead_letter
         .clone()
@@ -189,87 +269,186 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             dead_letter.display()
         )
     })?;
-
-    let SourceUrl::File(path) = source;
-    let checkpoint = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.checkpoint", path.display())));
-    let file_source = FileSource::builder()
-        .path(&path)
-        .follow(true)
-        .checkpoint(&checkpoint)
-        .max_unpersisted(settings.max_in_flight as u64 * 2)
-        .open()
-        .await
-        .map_err(|e| format!("cannot open --source {}: {e}", path.display()))?;
-
-    let ready = Readiness::default();
-    let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(
+    let context = Running {
+        delivery,
+        settings,
         listener,
+        admin_url,
         prometheus,
-        ready.clone(),
-        stop_admin.clone(),
-    ));
-    let progress = Arc::new(Progress::default());
-    let gauges = tokio::spawn(export_gauges(
-        progress.clone(),
-        delivery.clone(),
-        path.clone(),
-        checkpoint.clone(),
-    ));
-    // Printed once the admin server answers, so scripts can wait for it.
-    println!(
-        "worker ready: source {} | admin {admin_url}",
-        path.display()
-    );
-    tracing::info!(source = %path.display(), checkpoint = %checkpoint.display(), admin = %admin_url, "worker started");
-
-    let shutdown = CancellationToken::new();
-    let signals = {
-        let (shutdown, ready) = (shutdown.clone(), ready.clone());
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            ready.set(false);
-            tracing::info!("signal received: draining");
-            shutdown.cancel();
-        })
     };
-    ready.set(true);
-    let report = delivery
-        .run(file_source, dead_letters, &settings, progress, shutdown)
-        .await;
-    ready.set(false);
-    signals.abort();
-    gauges.abort();
-    stop_admin.cancel();
-    let _ = admin_task.await;
-    println!("{}", report.to_json());
-    match report.stop {
-        StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
-            Ok(ExitCode::SUCCESS)
+
+    match source {
+        SourceUrl::File(path) => {
+            let checkpoint = args
+                .checkpoint
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.checkpoint", path.display())));
+            let source = FileSource::builder()
+                .path(&path)
+                .follow(true)
+                .checkpoint(&checkpoint)
+                .max_unpersisted(context.settings.max_in_flight as u64 * 2)
+                .open()
+                .await
+                .map_err(|e| format!("cannot open --source {}: {e}", path.display()))?;
+            let label = format!("{} (checkpoint {})", path.display(), checkpoint.display());
+            context
+                .run(source, dead_letters, label, Lag::File { path, checkpoint })
+                .await
         }
-        _ => Err(format!(
-            "the worker stopped on an error: {:?} {:?}",
-            report.stop, report.close_errors
-        )),
+        #[cfg(feature = "redis")]
+        SourceUrl::Redis {
+            url,
+            stream,
+            group,
+            consumer,
+            claim_idle,
+        } => {
+            use cio_pipeline::source::{LagProbe, RedisStreamSource};
+            let mut builder = RedisStreamSource::builder(url.as_str(), stream.as_str(), group.as_str());
+            if let Some(c) = consumer {
+                builder = builder.consumer(c);
+            }
+            if let Some(idle) = claim_idle {
+                builder = builder.claim_idle(idle);
+            }
+            let source = builder
+                .open()
+                .await
+                .map_err(|e| format!("cannot open --source {url} stream {stream}: {e}"))?;
+            let probe = source.lag_probe();
+            let lag = Lag::Messages(Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.lag().await.ok() })
+            }));
+            let label = format!("{url} stream {stream} group {group} as {}", source.consumer_name());
+            context.run(source, dead_letters, label, lag).await
+        }
+        #[cfg(feature = "kafka")]
+        SourceUrl::Kafka {
+            brokers,
+            topic,
+            group,
+        } => {
+            use cio_pipeline::source::{KafkaSource, LagProbe};
+            let source = KafkaSource::builder(brokers.as_str(), group.as_str())
+                .topic(topic.as_str())
+                .open()
+                .await
+                .map_err(|e| format!("cannot open --source kafka://{brokers} topic {topic}: {e}"))?;
+            let probe = source.lag_probe();
+            let lag = Lag::Messages(Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.lag().await.ok() })
+            }));
+            let label = format!("kafka://{brokers} topic {topic} group {group}");
+            context.run(source, dead_letters, label, lag).await
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err("this --source needs a build with its feature: `cargo build --release -p cio-cli --features redis,kafka`".into()),
+    }
+}
+
+/// How the backlog is measured.
+enum Lag {
+    /// File length minus the checkpointed offset (`cio_worker_source_lag_bytes`).
+    File { path: PathBuf, checkpoint: PathBuf },
+    /// The queue's own count (`cio_worker_source_lag_messages`).
+    #[allow(dead_code)] // used with the redis or kafka feature
+    Messages(
+        Arc<
+            dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send>>
+                + Send
+                + Sync,
+        >,
+    ),
+}
+
+/// What the worker runs with, whatever its source.
+struct Running {
+    delivery: Delivery,
+    settings: DeliverySettings,
+    listener: tokio::net::TcpListener,
+    admin_url: String,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Running {
+    async fn run<S: cio_pipeline::Source>(
+        self,
+        source: S,
+        dead_letters: JsonLinesFile,
+        label: String,
+        lag: Lag,
+    ) -> Result<ExitCode, String> {
+        let Running {
+            delivery,
+            settings,
+            listener,
+            admin_url,
+            prometheus,
+        } = self;
+        let ready = Readiness::default();
+        let stop_admin = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            listener,
+            prometheus,
+            ready.clone(),
+            stop_admin.clone(),
+        ));
+        let progress = Arc::new(Progress::default());
+        let gauges = tokio::spawn(export_gauges(progress.clone(), delivery.clone(), lag));
+        // Printed once the admin server answers, so scripts can wait for it.
+        print_line(format_args!(
+            "worker ready: source {label} | admin {admin_url}"
+        ));
+        tracing::info!(source = %label, admin = %admin_url, "worker started");
+
+        let shutdown = CancellationToken::new();
+        let signals = {
+            let (shutdown, ready) = (shutdown.clone(), ready.clone());
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                ready.set(false);
+                tracing::info!("signal received: draining");
+                shutdown.cancel();
+            })
+        };
+        ready.set(true);
+        let report = delivery
+            .run(source, dead_letters, &settings, progress, shutdown)
+            .await;
+        ready.set(false);
+        signals.abort();
+        gauges.abort();
+        stop_admin.cancel();
+        let _ = admin_task.await;
+        print_line(report.to_json());
+        match report.stop {
+            StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => Err(format!(
+                "the worker stopped on an error: {:?} {:?}",
+                report.stop, report.close_errors
+            )),
+        }
     }
 }
 
 /// Publishes the pipeline's live state as gauges every second.
-async fn export_gauges(
-    progress: Arc<Progress>,
-    delivery: Delivery,
-    path: PathBuf,
-    checkpoint: PathBuf,
-) {
+async fn export_gauges(progress: Arc<Progress>, delivery: Delivery, lag_source: Lag) {
     let read = metrics::counter!("cio_worker_read_total");
     let delivered = metrics::counter!("cio_worker_delivered_total");
     let dead = metrics::counter!("cio_worker_dead_lettered_total");
     let in_flight = metrics::gauge!("cio_worker_in_flight");
     let limit = metrics::gauge!("cio_worker_concurrency_limit");
-    let lag = metrics::gauge!("cio_worker_source_lag_bytes");
+    let lag_bytes = metrics::gauge!("cio_worker_source_lag_bytes");
+    let lag_messages = metrics::gauge!("cio_worker_source_lag_messages");
+    metrics::describe_gauge!(
+        "cio_worker_source_lag_messages",
+        "Messages of the queue not yet acknowledged by the group (scale on this)"
+    );
     metrics::describe_gauge!(
         "cio_worker_source_lag_bytes",
         "Bytes of the source file not yet covered by the checkpoint (scale on this)"
@@ -282,8 +461,17 @@ async fn export_gauges(
         if let Some(c) = delivery.concurrency() {
             limit.set(c.limit() as f64);
         }
-        if let Some(l) = file_lag(&path, &checkpoint) {
-            lag.set(l as f64);
+        match &lag_source {
+            Lag::File { path, checkpoint } => {
+                if let Some(l) = file_lag(path, checkpoint) {
+                    lag_bytes.set(l as f64);
+                }
+            }
+            Lag::Messages(probe) => {
+                if let Some(l) = probe().await {
+                    lag_messages.set(l as f64);
+                }
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -152,3 +152,42 @@ async fn call_without_poll_ready_is_a_contract_violation() {
     let mut svc = RateLimit::new(echo(), quota(1, 1));
     drop(svc.call(1));
 }
+
+/// A backend that fails its first `n` decisions, then admits.
+#[derive(Clone)]
+struct Flaky(Arc<std::sync::atomic::AtomicU32>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("store unreachable")]
+struct Unreachable;
+
+impl cio_layers::rate_limit::RateLimitBackend for Flaky {
+    type Error = Unreachable;
+    type Future = std::future::Ready<Result<cio_layers::rate_limit::Reservation, Unreachable>>;
+
+    fn reserve(&self) -> Self::Future {
+        let left = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        if left > 0 {
+            self.0.store(left - 1, std::sync::atomic::Ordering::Relaxed);
+            return std::future::ready(Err(Unreachable));
+        }
+        std::future::ready(Ok(cio_layers::rate_limit::Reservation {
+            wait: Duration::ZERO,
+            token: 0,
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_on_error_fails_closed_by_waiting_not_by_erroring() {
+    use cio_layers::rate_limit::WaitOnError;
+    let backend = WaitOnError::new(Flaky(Arc::new(3.into())), Duration::from_millis(250));
+    let svc = RateLimitLayer::with_backend(backend).layer(echo());
+    let start = Instant::now();
+    assert_eq!(svc.oneshot(5).await.unwrap(), 5);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(750),
+        "three failed decisions, waited out"
+    );
+}
