@@ -81,12 +81,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Benchmarks `ready + call` through `svc`.
-fn bench_service<S>(c: &mut Criterion, group: &str, name: &str, mut svc: S)
+fn bench_service<S>(c: &mut Criterion, group: &str, name: &str, make: impl FnOnce() -> S)
 where
     S: Service<u64, Response = u64> + 'static,
     S::Error: std::fmt::Debug,
 {
     let rt = runtime();
+    // Built inside the runtime: some services (tower's RateLimit) start a timer when built.
+    let mut svc = {
+        let _entered = rt.enter();
+        make()
+    };
     c.benchmark_group(group).bench_function(name, |b| {
         // One runtime entry per sample, not per call: the loop runs inside the runtime.
         b.iter_custom(|iters| {
@@ -109,19 +114,19 @@ fn huge_quota() -> Quota {
 }
 
 fn rate_limit(c: &mut Criterion) {
-    bench_service(c, "rate_limit", "bare", Noop);
+    bench_service(c, "rate_limit", "bare", || Noop);
     bench_service(
         c,
         "rate_limit",
         "cio_layers::RateLimit",
-        RateLimitLayer::new(huge_quota()).layer(Noop),
+        || RateLimitLayer::new(huge_quota()).layer(Noop),
     );
     // tower's fixed window: not Clone-shared, but the nearest equivalent.
     bench_service(
         c,
         "rate_limit",
         "tower::limit::RateLimit",
-        tower::limit::RateLimitLayer::new(u64::MAX / 2, Duration::from_secs(1)).layer(
+        || tower::limit::RateLimitLayer::new(u64::MAX / 2, Duration::from_secs(1)).layer(
             tower::util::MapErrLayer::new(|e: BenchError| -> tower::BoxError { Box::new(e) })
                 .layer(Noop),
         ),
@@ -141,12 +146,12 @@ fn rate_limit(c: &mut Criterion) {
 }
 
 fn retry(c: &mut Criterion) {
-    bench_service(c, "retry", "bare", Noop);
+    bench_service(c, "retry", "bare", || Noop);
     bench_service(
         c,
         "retry",
         "cio_layers::Retry",
-        RetryLayer::by_error(RetryConfig::default()).layer(Noop),
+        || RetryLayer::by_error(RetryConfig::default()).layer(Noop),
     );
     #[derive(Clone)]
     struct Never;
@@ -163,33 +168,33 @@ fn retry(c: &mut Criterion) {
         c,
         "retry",
         "tower::retry::Retry",
-        tower::retry::RetryLayer::new(Never).layer(Noop),
+        || tower::retry::RetryLayer::new(Never).layer(Noop),
     );
 }
 
 fn deadline(c: &mut Criterion) {
-    bench_service(c, "deadline", "bare", Noop);
+    bench_service(c, "deadline", "bare", || Noop);
     bench_service(
         c,
         "deadline",
         "cio_layers::Deadline",
-        DeadlineLayer::new(Duration::from_secs(10)).layer(Noop),
+        || DeadlineLayer::new(Duration::from_secs(10)).layer(Noop),
     );
     bench_service(
         c,
         "deadline",
         "tower::timeout::Timeout",
-        tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(Noop),
+        || tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(Noop),
     );
 }
 
 fn concurrency(c: &mut Criterion) {
-    bench_service(c, "concurrency", "bare", Noop);
+    bench_service(c, "concurrency", "bare", || Noop);
     bench_service(
         c,
         "concurrency",
         "cio_layers::AdaptiveConcurrency",
-        AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+        || AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
             .expect("valid config")
             .layer(Noop),
     );
@@ -197,17 +202,17 @@ fn concurrency(c: &mut Criterion) {
         c,
         "concurrency",
         "tower::limit::ConcurrencyLimit (re-exported as the fixed limit)",
-        tower::limit::ConcurrencyLimitLayer::new(64).layer(Noop),
+        || tower::limit::ConcurrencyLimitLayer::new(64).layer(Noop),
     );
 }
 
 fn metrics(c: &mut Criterion) {
-    bench_service(c, "metrics", "bare", Noop);
+    bench_service(c, "metrics", "bare", || Noop);
     bench_service(
         c,
         "metrics",
         "cio_layers::Metrics",
-        MetricsLayer::new("bench").layer(Noop),
+        || MetricsLayer::new("bench").layer(Noop),
     );
 }
 
@@ -356,7 +361,7 @@ fn stack(c: &mut Criterion) {
         c,
         "stack",
         "Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per call, no batch)",
-        tower::ServiceBuilder::new()
+        || tower::ServiceBuilder::new()
             .layer(MetricsLayer::new("bench_stack_unbatched"))
             .layer(RetryLayer::by_error(RetryConfig::default()))
             .layer(RateLimitLayer::new(huge_quota()))
