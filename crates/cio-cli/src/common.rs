@@ -154,6 +154,13 @@ pub async fn wait_for_signal() {
     }
 }
 
+/// Prints one line to stdout; a closed stdout (the reader went away) is not a reason to fail
+/// after the work is done.
+pub fn print_line(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,11 +193,4 @@ mod tests {
         };
         assert!(t.resolve().unwrap_err().contains("http://"));
     }
-}
-
-/// Prints one line to stdout; a closed stdout (the reader went away) is not a reason to fail
-/// after the work is done.
-pub fn print_line(line: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{line}");
 }

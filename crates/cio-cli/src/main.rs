@@ -4,6 +4,7 @@ mod admin;
 mod common;
 mod delivery;
 mod demo;
+mod load;
 mod mock;
 mod pipe;
 mod worker;
@@ -30,6 +31,8 @@ enum Command {
     Pipe(pipe::PipeArgs),
     /// Run a long-lived pipeline (file follow) with /metrics, /healthz and /readyz, for Kubernetes.
     Worker(worker::WorkerArgs),
+    /// Run a load test from a scenario file (k6 vocabulary): open-model rates, thresholds, reports.
+    Load(load::LoadArgs),
     /// Run a mock Customer.io server (Track v1/v2, App API, Pipelines) with limits and faults.
     Mock(mock::MockArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::Pipe(args) => pipe::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Load(args) => load::run(args).await,
         }
     });
     // Background tasks (the batch worker, connection pools) must not hold the exit.

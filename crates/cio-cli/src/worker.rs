@@ -355,14 +355,15 @@ enum Lag {
     File { path: PathBuf, checkpoint: PathBuf },
     /// The queue's own count (`cio_worker_source_lag_messages`).
     #[allow(dead_code)] // used with the redis or kafka feature
-    Messages(
-        Arc<
-            dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send>>
-                + Send
-                + Sync,
-        >,
-    ),
+    Messages(LagReader),
 }
+
+/// Reads a queue's backlog on demand (a boxed `LagProbe`).
+type LagReader = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// What the worker runs with, whatever its source.
 struct Running {

@@ -9,16 +9,26 @@ use cio_mock::MockServer;
 
 fn cio() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cio"));
-    c.env("CIO_SITE_ID", "site").env("CIO_API_KEY", "key").env("RUST_LOG", "warn");
+    c.env("CIO_SITE_ID", "site")
+        .env("CIO_API_KEY", "key")
+        .env("RUST_LOG", "warn");
     c
 }
 
 fn write_events(path: &Path, from: usize, to: usize, bad_every: Option<usize>) -> usize {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut good = 0;
     for i in from..to {
         if bad_every.is_some_and(|n| i % n == n - 1) {
-            writeln!(f, r#"{{"type":"person","action":"event","name":"no identifier {i}"}}"#).unwrap();
+            writeln!(
+                f,
+                r#"{{"type":"person","action":"event","name":"no identifier {i}"}}"#
+            )
+            .unwrap();
         } else {
             good += 1;
             writeln!(
@@ -43,7 +53,15 @@ async fn pipe_delivers_reports_and_fails_loudly_on_dead_letters() {
     let out = cio()
         .args(["pipe", "--input"])
         .arg(&input)
-        .args(["--endpoint", &mock.url(), "--rate", "1000", "--linger-ms", "20", "--dead-letter"])
+        .args([
+            "--endpoint",
+            &mock.url(),
+            "--rate",
+            "1000",
+            "--linger-ms",
+            "20",
+            "--dead-letter",
+        ])
         .arg(&dead)
         .arg("--report-json")
         .arg(&report)
@@ -51,7 +69,10 @@ async fn pipe_delivers_reports_and_fails_loudly_on_dead_letters() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("3 operation(s) could not be delivered") && err.contains("dead.jsonl"), "{err}");
+    assert!(
+        err.contains("3 operation(s) could not be delivered") && err.contains("dead.jsonl"),
+        "{err}"
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["delivered"], good as u64);
     assert_eq!(r["dead_lettered"], 3);
@@ -71,7 +92,11 @@ async fn pipe_delivers_reports_and_fails_loudly_on_dead_letters() {
         .arg(dir.path().join("dead2.jsonl"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = mock2.stats();
     assert_eq!(stats.requests, n as u64, "one v1 request per operation");
     assert_eq!(stats.unique_event_ids, n as u64);
@@ -83,16 +108,88 @@ fn pipe_errors_name_the_problem_and_the_fix() {
     let input = dir.path().join("in.jsonl");
     write_events(&input, 0, 1, None);
     let cases: Vec<(Vec<&str>, bool, &str)> = vec![
-        (vec!["pipe", "--input", "/nonexistent/x.jsonl", "--endpoint", "http://127.0.0.1:9"], true, "cannot read --input /nonexistent/x.jsonl"),
-        (vec!["pipe", "--input", input.to_str().unwrap(), "--endpoint", "http://127.0.0.1:9"], false, "missing credentials"),
-        (vec!["pipe", "--input", input.to_str().unwrap(), "--endpoint", "localhost:7070"], true, "http://"),
-        (vec!["pipe", "--input", input.to_str().unwrap()], true, "no destination"),
-        (vec!["pipe", "--input", input.to_str().unwrap(), "--concurrency", "0", "--endpoint", "http://127.0.0.1:9"], true, "give a number of requests"),
-        (vec!["pipe", "--input", input.to_str().unwrap(), "--region", "mars"], true, "--region us or --region eu"),
-        (vec!["pipe", "--input", "-", "--checkpoint", "cp", "--endpoint", "http://127.0.0.1:9"], true, "cannot be used with stdin"),
+        (
+            vec![
+                "pipe",
+                "--input",
+                "/nonexistent/x.jsonl",
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ],
+            true,
+            "cannot read --input /nonexistent/x.jsonl",
+        ),
+        (
+            vec![
+                "pipe",
+                "--input",
+                input.to_str().unwrap(),
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ],
+            false,
+            "missing credentials",
+        ),
+        (
+            vec![
+                "pipe",
+                "--input",
+                input.to_str().unwrap(),
+                "--endpoint",
+                "localhost:7070",
+            ],
+            true,
+            "http://",
+        ),
+        (
+            vec!["pipe", "--input", input.to_str().unwrap()],
+            true,
+            "no destination",
+        ),
+        (
+            vec![
+                "pipe",
+                "--input",
+                input.to_str().unwrap(),
+                "--concurrency",
+                "0",
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ],
+            true,
+            "give a number of requests",
+        ),
+        (
+            vec![
+                "pipe",
+                "--input",
+                input.to_str().unwrap(),
+                "--region",
+                "mars",
+            ],
+            true,
+            "--region us or --region eu",
+        ),
+        (
+            vec![
+                "pipe",
+                "--input",
+                "-",
+                "--checkpoint",
+                "cp",
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ],
+            true,
+            "cannot be used with stdin",
+        ),
     ];
     for (args, with_creds, expect) in cases {
-        let mut c = if with_creds { cio() } else { Command::new(env!("CARGO_BIN_EXE_cio")) };
+        let mut c = if with_creds {
+            cio()
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_cio"))
+        };
         if !with_creds {
             c.env_remove("CIO_SITE_ID").env_remove("CIO_API_KEY");
         }
@@ -100,14 +197,21 @@ fn pipe_errors_name_the_problem_and_the_fix() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(expect), "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
     }
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text[9..12].parse().unwrap();
@@ -157,7 +261,10 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
             if metrics.contains(&format!("cio_worker_delivered_total {n}")) {
                 return metrics;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "never reached {n}: {metrics}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "never reached {n}: {metrics}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -169,12 +276,20 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
     // It follows the file as it grows.
     write_events(&input, 500, 800, None);
     let metrics = wait_delivered(&admin, 800);
-    assert!(metrics.contains("cio_worker_concurrency_limit"), "{metrics}");
+    assert!(
+        metrics.contains("cio_worker_concurrency_limit"),
+        "{metrics}"
+    );
     assert!(metrics.contains("service_requests_total"), "{metrics}");
     std::thread::sleep(Duration::from_millis(1200)); // a checkpoint and a lag sample
-    assert!(http_get(&admin, "/metrics").1.contains("cio_worker_source_lag_bytes 0"));
+    assert!(http_get(&admin, "/metrics")
+        .1
+        .contains("cio_worker_source_lag_bytes 0"));
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
@@ -185,13 +300,19 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
     assert_eq!(report["unacknowledged"], 0);
     let checkpoint = std::fs::read_to_string(format!("{}.checkpoint", input.display())).unwrap();
     let len = std::fs::metadata(&input).unwrap().len();
-    assert!(checkpoint.contains(&format!("\"offset\":{len}")), "{checkpoint} vs {len}");
+    assert!(
+        checkpoint.contains(&format!("\"offset\":{len}")),
+        "{checkpoint} vs {len}"
+    );
 
     // A restart resumes after the checkpoint: nothing is sent twice.
     write_events(&input, 800, 900, None);
     let (mut child, _stdout, admin) = start_worker();
     wait_delivered(&admin, 100);
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let stats = mock.stats();
     assert_eq!(stats.unique_event_ids, 900);
@@ -203,13 +324,33 @@ fn worker_config_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("w.toml");
     std::fs::write(&config, "source = \"file:/tmp/x\"\nrate_limit = 5\n").unwrap();
-    let out = cio().args(["worker", "--config"]).arg(&config).output().unwrap();
+    let out = cio()
+        .args(["worker", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("invalid config file") && err.contains("rate_limit"), "{err}");
-    let out = cio().args(["worker", "--endpoint", "http://127.0.0.1:9"]).env_remove("CIO_SOURCE").output().unwrap();
+    assert!(
+        err.contains("invalid config file") && err.contains("rate_limit"),
+        "{err}"
+    );
+    let out = cio()
+        .args(["worker", "--endpoint", "http://127.0.0.1:9"])
+        .env_remove("CIO_SOURCE")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no work source"));
-    let out = cio().args(["worker", "--source", "s3://bucket", "--endpoint", "http://127.0.0.1:9"]).output().unwrap();
+    let out = cio()
+        .args([
+            "worker",
+            "--source",
+            "s3://bucket",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("use file:PATH"));
 }
 
@@ -223,8 +364,15 @@ fn demo_proves_exactly_once_and_compares_the_paths() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("every event arrived exactly once"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("every event arrived exactly once"),
+        "{stdout}"
+    );
     assert!(stdout.contains("side by side"), "{stdout}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(s["exactly_once"], true);

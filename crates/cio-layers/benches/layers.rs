@@ -115,22 +115,16 @@ fn huge_quota() -> Quota {
 
 fn rate_limit(c: &mut Criterion) {
     bench_service(c, "rate_limit", "bare", || Noop);
-    bench_service(
-        c,
-        "rate_limit",
-        "cio_layers::RateLimit",
-        || RateLimitLayer::new(huge_quota()).layer(Noop),
-    );
+    bench_service(c, "rate_limit", "cio_layers::RateLimit", || {
+        RateLimitLayer::new(huge_quota()).layer(Noop)
+    });
     // tower's fixed window: not Clone-shared, but the nearest equivalent.
-    bench_service(
-        c,
-        "rate_limit",
-        "tower::limit::RateLimit",
-        || tower::limit::RateLimitLayer::new(u64::MAX / 2, Duration::from_secs(1)).layer(
+    bench_service(c, "rate_limit", "tower::limit::RateLimit", || {
+        tower::limit::RateLimitLayer::new(u64::MAX / 2, Duration::from_secs(1)).layer(
             tower::util::MapErrLayer::new(|e: BenchError| -> tower::BoxError { Box::new(e) })
                 .layer(Noop),
-        ),
-    );
+        )
+    });
     let governor = governor::RateLimiter::direct(governor::Quota::per_second(
         NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MAX),
     ));
@@ -147,12 +141,9 @@ fn rate_limit(c: &mut Criterion) {
 
 fn retry(c: &mut Criterion) {
     bench_service(c, "retry", "bare", || Noop);
-    bench_service(
-        c,
-        "retry",
-        "cio_layers::Retry",
-        || RetryLayer::by_error(RetryConfig::default()).layer(Noop),
-    );
+    bench_service(c, "retry", "cio_layers::Retry", || {
+        RetryLayer::by_error(RetryConfig::default()).layer(Noop)
+    });
     #[derive(Clone)]
     struct Never;
     impl tower::retry::Policy<u64, u64, BenchError> for Never {
@@ -164,40 +155,28 @@ fn retry(c: &mut Criterion) {
             Some(*r)
         }
     }
-    bench_service(
-        c,
-        "retry",
-        "tower::retry::Retry",
-        || tower::retry::RetryLayer::new(Never).layer(Noop),
-    );
+    bench_service(c, "retry", "tower::retry::Retry", || {
+        tower::retry::RetryLayer::new(Never).layer(Noop)
+    });
 }
 
 fn deadline(c: &mut Criterion) {
     bench_service(c, "deadline", "bare", || Noop);
-    bench_service(
-        c,
-        "deadline",
-        "cio_layers::Deadline",
-        || DeadlineLayer::new(Duration::from_secs(10)).layer(Noop),
-    );
-    bench_service(
-        c,
-        "deadline",
-        "tower::timeout::Timeout",
-        || tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(Noop),
-    );
+    bench_service(c, "deadline", "cio_layers::Deadline", || {
+        DeadlineLayer::new(Duration::from_secs(10)).layer(Noop)
+    });
+    bench_service(c, "deadline", "tower::timeout::Timeout", || {
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(Noop)
+    });
 }
 
 fn concurrency(c: &mut Criterion) {
     bench_service(c, "concurrency", "bare", || Noop);
-    bench_service(
-        c,
-        "concurrency",
-        "cio_layers::AdaptiveConcurrency",
-        || AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+    bench_service(c, "concurrency", "cio_layers::AdaptiveConcurrency", || {
+        AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
             .expect("valid config")
-            .layer(Noop),
-    );
+            .layer(Noop)
+    });
     bench_service(
         c,
         "concurrency",
@@ -208,12 +187,9 @@ fn concurrency(c: &mut Criterion) {
 
 fn metrics(c: &mut Criterion) {
     bench_service(c, "metrics", "bare", || Noop);
-    bench_service(
-        c,
-        "metrics",
-        "cio_layers::Metrics",
-        || MetricsLayer::new("bench").layer(Noop),
-    );
+    bench_service(c, "metrics", "cio_layers::Metrics", || {
+        MetricsLayer::new("bench").layer(Noop)
+    });
 }
 
 /// An item with a weight, for the batch layer.
@@ -361,16 +337,18 @@ fn stack(c: &mut Criterion) {
         c,
         "stack",
         "Metrics -> Retry -> RateLimit -> Adaptive -> Deadline (per call, no batch)",
-        || tower::ServiceBuilder::new()
-            .layer(MetricsLayer::new("bench_stack_unbatched"))
-            .layer(RetryLayer::by_error(RetryConfig::default()))
-            .layer(RateLimitLayer::new(huge_quota()))
-            .layer(
-                AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
-                    .expect("valid config"),
-            )
-            .layer(DeadlineLayer::new(Duration::from_secs(10)))
-            .service(Noop),
+        || {
+            tower::ServiceBuilder::new()
+                .layer(MetricsLayer::new("bench_stack_unbatched"))
+                .layer(RetryLayer::by_error(RetryConfig::default()))
+                .layer(RateLimitLayer::new(huge_quota()))
+                .layer(
+                    AdaptiveConcurrencyLayer::by_error(AdaptiveConfig::default())
+                        .expect("valid config"),
+                )
+                .layer(DeadlineLayer::new(Duration::from_secs(10)))
+                .service(Noop)
+        },
     );
 }
 

@@ -1,0 +1,166 @@
+//! `cio load FILE`: run a scenario file (k6 vocabulary) against the embedded mock, a URL, or
+//! Customer.io, print a k6-like summary, and exit 99 when a threshold fails.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cio_load::report::Progress;
+use cio_load::{Connection, Credentials, Endpoint, Plan};
+use cio_mock::{Faults, Latency, MockServer};
+use clap::Args;
+
+/// k6's exit code for failed thresholds.
+const THRESHOLDS_FAILED: u8 = 99;
+
+/// Flags of `cio load`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cio load crates/cio-load/scenarios/smoke.toml\n  \
+cio load plan.toml --target http://127.0.0.1:7070 --summary-export summary.json --out json=series.jsonl\n  \
+CIO_SITE_ID=... CIO_API_KEY=... cio load plan.toml --target eu --workspace-rate-limit 100\n\n\
+Exit codes: 0 every threshold held, 99 a threshold failed, 1 anything else (a bad file, the\n\
+test stopped early by a safety bound or Ctrl-C). The file format is in docs/load-testing.md."
+)]
+pub struct LoadArgs {
+    /// The scenario file: TOML, or JSON (`.json`).
+    file: PathBuf,
+    /// Where to send: `mock` (an embedded mock), `us`, `eu`, or an http(s):// URL. Overrides
+    /// `[target] endpoint`. Customer.io needs CIO_SITE_ID and CIO_API_KEY (and CIO_APP_KEY for
+    /// transactional sends).
+    #[arg(long, value_parser = Endpoint::parse)]
+    target: Option<Endpoint>,
+    /// Track requests/s your workspace allows; a plan above it is warned about. Overrides
+    /// `[target] workspace_rate_limit`.
+    #[arg(long)]
+    workspace_rate_limit: Option<u32>,
+    /// Write the end-of-test summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_export: Option<PathBuf>,
+    /// Write the one-second time series: `json=FILE` (one JSON object per line).
+    #[arg(long, value_name = "json=FILE", value_parser = parse_out)]
+    out: Option<PathBuf>,
+    /// Stop after this long whatever the file says (a safety bound, default 1h).
+    #[arg(long, value_parser = cio_load::parse_duration, value_name = "DURATION")]
+    max_duration: Option<Duration>,
+    /// Start at most this many iterations (a safety bound, default 50,000,000).
+    #[arg(long)]
+    max_iterations: Option<u64>,
+    /// No live progress line (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Do not print the summary (the exit code and --summary-export still tell).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_out(s: &str) -> Result<PathBuf, String> {
+    match s.split_once('=') {
+        Some(("json", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!(
+            "{s:?}: the only output is json=FILE (one JSON object per second and scenario)"
+        )),
+    }
+}
+
+pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
+    let mut plan = Plan::from_file(&args.file).map_err(|e| e.to_string())?;
+    if let Some(t) = args.target {
+        plan.target.endpoint = t;
+    }
+    if let Some(l) = args.workspace_rate_limit {
+        plan.target.workspace_rate_limit = l;
+    }
+    if let Some(d) = args.max_duration {
+        plan.bounds.max_duration = d;
+    }
+    if let Some(n) = args.max_iterations {
+        plan.bounds.max_iterations = n;
+    }
+
+    let mock = match plan.target.endpoint {
+        Endpoint::Mock => Some(start_mock(&plan).await?),
+        _ => None,
+    };
+    let connection = Connection::resolve(
+        &plan.target.endpoint,
+        mock.as_ref().map(|m| m.url()).as_deref(),
+        Credentials::from_env(),
+        plan.needs_app(),
+        plan.client_options(),
+    )
+    .map_err(|e| e.to_string())?;
+    if plan.target.endpoint.is_customer_io() {
+        tracing::warn!(
+            "sending real traffic to Customer.io ({}): use a test workspace",
+            plan.target.endpoint.as_str()
+        );
+    }
+
+    let mut test = plan.load_test(&connection).map_err(|e| e.to_string())?;
+    if let Some(mock) = &mock {
+        test = test.target_label(format!("mock ({})", mock.url()));
+    }
+    if let Some(path) = &args.out {
+        let file =
+            File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        test = test.time_series(BufWriter::new(file));
+    }
+    let mut handle = test.start().map_err(|e| e.to_string())?;
+    let progress = Progress::start(handle.live(), !args.no_progress);
+    let report = tokio::select! {
+        r = handle.finish() => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("interrupted: stopping the test (Ctrl-C again to quit at once)");
+            handle.stop();
+            tokio::select! {
+                r = handle.finish() => r,
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::FAILURE),
+            }
+        }
+    };
+    progress.finish().await;
+    let mut report = report.map_err(|e| e.to_string())?;
+    if let Some(mock) = mock {
+        report.mock = serde_json::to_value(mock.stats()).ok();
+        mock.shutdown().await;
+    }
+    if !args.quiet {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(report.render().as_bytes());
+        let _ = out.flush();
+    }
+    if let Some(path) = &args.summary_export {
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if !report.passed {
+        return Ok(ExitCode::from(THRESHOLDS_FAILED));
+    }
+    if let Some(reason) = &report.aborted {
+        return Err(format!("the test stopped early: {reason}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start_mock(plan: &Plan) -> Result<cio_mock::MockHandle, String> {
+    let m = &plan.target.mock;
+    let latency = m.latency_ms.map(|p50| Latency {
+        p50,
+        p99: m.latency_p99_ms,
+    });
+    MockServer::builder()
+        .track_rate(m.track_rate, m.track_burst.unwrap_or(m.track_rate))
+        .app_limit(std::num::NonZeroU32::new(m.app_rate).map(cio_mock::RateLimit::per_second))
+        .faults(Faults {
+            latency_ms: latency,
+            error_rate: m.error_rate,
+            throttle_rate: m.throttle_rate,
+            drop_rate: 0.0,
+        })
+        .start()
+        .await
+        .map_err(|e| format!("cannot start the embedded mock: {e}"))
+}

@@ -1,0 +1,328 @@
+//! `cio load` as a process: exit codes (0, 99, 1), the summary export and the time series
+//! against their documented shapes, and errors that name the file, line and field.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn cio() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cio"));
+    c.env_remove("CIO_SITE_ID")
+        .env_remove("CIO_API_KEY")
+        .env_remove("CIO_APP_KEY")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The field paths documented between `<!-- NAME -->` markers, `{a,b}` expanded, with whether
+/// each is optional.
+fn documented(doc: &str, name: &str) -> Vec<(String, bool)> {
+    let start = doc.find(&format!("<!-- {name} -->")).unwrap();
+    let end = doc.find(&format!("<!-- /{name} -->")).unwrap();
+    let mut out = Vec::new();
+    for line in doc[start..end].lines() {
+        let line = line.trim_start_matches("//!").trim();
+        let Some(rest) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let Some((path, tail)) = rest.split_once('`') else {
+            continue;
+        };
+        let optional = tail.contains("optional");
+        for p in expand(path) {
+            out.push((p, optional));
+        }
+    }
+    assert!(!out.is_empty(), "no fields between the {name} markers");
+    out
+}
+
+fn expand(path: &str) -> Vec<String> {
+    let Some(open) = path.find('{') else {
+        return vec![path.to_owned()];
+    };
+    let close = open + path[open..].find('}').unwrap();
+    path[open + 1..close]
+        .split(',')
+        .flat_map(|alt| expand(&format!("{}{}{}", &path[..open], alt, &path[close + 1..])))
+        .collect()
+}
+
+/// Checks that `path` exists in `v` (for every key where it says `*`, every element for `[]`).
+fn present(v: &Value, path: &[&str], full: &str) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(());
+    };
+    let (key, array) = match first.strip_suffix("[]") {
+        Some(k) => (k, true),
+        None => (*first, false),
+    };
+    let children: Vec<&Value> = if key == "*" {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{full}: not an object at *"))?;
+        if obj.is_empty() {
+            return Err(format!("{full}: an empty map at *"));
+        }
+        obj.values().collect()
+    } else {
+        vec![v.get(key).ok_or_else(|| format!("{full}: no `{key}`"))?]
+    };
+    for c in children {
+        if array {
+            let items = c
+                .as_array()
+                .ok_or_else(|| format!("{full}: `{key}` is not an array"))?;
+            if items.is_empty() {
+                return Err(format!("{full}: `{key}` is empty"));
+            }
+            for item in items {
+                present(item, rest, full)?;
+            }
+        } else {
+            present(c, rest, full)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every leaf path of `v`, arrays written `[]`.
+fn leaves(v: &Value, prefix: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, c) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(c, p, out);
+            }
+        }
+        Value::Array(a) if a.iter().any(|x| x.is_object()) => {
+            for c in a {
+                leaves(c, format!("{prefix}[]"), out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, a): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), path.split('.').collect());
+    if p.first() == Some(&"mock") && a.first() == Some(&"mock") {
+        return true; // the mock's stats are its own shape
+    }
+    p.len() == a.len() && p.iter().zip(&a).all(|(p, a)| *p == "*" || p == a)
+}
+
+fn check_shape(v: &Value, fields: &[(String, bool)], what: &str) {
+    for (path, optional) in fields {
+        if *optional && v.get(path.split('.').next().unwrap_or_default()).is_none() {
+            continue;
+        }
+        let segs: Vec<&str> = path.split('.').collect();
+        if let Err(e) = present(v, &segs, path) {
+            panic!("{what}: documented field missing: {e}\n{v:#}");
+        }
+    }
+    let mut all = Vec::new();
+    leaves(v, String::new(), &mut all);
+    for leaf in all {
+        assert!(
+            fields.iter().any(|(p, _)| matches(p, &leaf)),
+            "{what}: `{leaf}` is not documented"
+        );
+    }
+}
+
+fn docs() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/load-testing.md"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_rustdoc_and_the_docs_describe_the_same_shapes() {
+    let rustdoc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../cio-load/src/report/mod.rs"),
+    )
+    .unwrap();
+    for name in ["summary-fields", "series-fields"] {
+        assert_eq!(
+            documented(&docs(), name),
+            documented(&rustdoc, name),
+            "{name}"
+        );
+    }
+}
+
+const PLAN: &str = r#"
+[target]
+mock = { track_rate = 0, app_rate = 0 }
+
+[thresholds]
+latency = ["p(95)<5000"]
+"errors{scenario:mixed}" = ["rate<0.5"]
+iterations = ["count>1000000"]
+
+[scenarios.mixed]
+executor = "constant-arrival-rate"
+rate = 50
+duration = "2s"
+pre_allocated_vus = 5
+max_vus = 20
+workload = { mix = { identify = 1, track = 1, batch = 1, transactional = 1 }, batch_size = 5 }
+
+[scenarios.loop]
+executor = "constant-vus"
+vus = 2
+duration = "1s"
+"#;
+
+#[test]
+fn a_failing_threshold_exits_99_and_the_exports_have_every_documented_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(dir.path(), "plan.toml", PLAN);
+    let summary = dir.path().join("summary.json");
+    let series = dir.path().join("series.jsonl");
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .arg("--summary-export")
+        .arg(&summary)
+        .arg(format!("--out=json={}", series.display()))
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("✗ iterations count>1000000"),
+        "{}",
+        text(&out)
+    );
+    assert!(stdout.contains("✓ latency p(95)<5000"), "{}", text(&out));
+    assert!(stdout.contains("1 threshold failed"), "{}", text(&out));
+
+    let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    check_shape(&v, &documented(&docs(), "summary-fields"), "summary");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["scenarios"]["mixed"]["started"], 100);
+    assert_eq!(v["scenarios"]["mixed"]["errors"], 0);
+    assert_eq!(v["metrics"]["errors"]["type"], "rate");
+    let failed: Vec<&Value> = v["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["metric"], "iterations");
+    // The embedded mock counted what was sent: one transactional send per such iteration.
+    let sends = v["scenarios"]["mixed"]["operations"]["transactional"]["iterations"].clone();
+    assert_eq!(v["mock"]["accepted"]["send_email"], sends);
+
+    let lines = std::fs::read_to_string(&series).unwrap();
+    let points: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(points.len() >= 3, "{lines}");
+    let fields = documented(&docs(), "series-fields");
+    for p in &points {
+        check_shape(p, &fields, "time series");
+    }
+    let started: u64 = points
+        .iter()
+        .filter(|p| p["scenario"] == "mixed")
+        .map(|p| p["started"].as_u64().unwrap())
+        .sum();
+    assert_eq!(started, 100);
+}
+
+#[test]
+fn passing_thresholds_exit_0_and_json_plans_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "plan.json",
+        r#"{"target": {"mock": {"track_rate": 0}},
+            "thresholds": {"errors": ["rate<0.01"], "dropped_iterations": ["count==0"]},
+            "scenarios": {"events": {"executor": "constant-arrival-rate", "rate": 20, "duration": "1s", "preAllocatedVUs": 2}}}"#,
+    );
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+}
+
+#[test]
+fn a_bad_file_exits_1_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "bad.toml",
+        "[scenarios.checkout]\nexecutor = \"constant-arrival-rate\"\nrate = 10\nduration = \"10s\"\npre_allocated_vus = 5\nstages = [{ target = 1, duration = \"1s\" }]\n",
+    );
+    let out = cio().arg("load").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "error: {}:6:1: `scenarios.checkout.stages`: `stages` does not apply",
+        plan.display()
+    );
+    assert!(stderr.contains(&expected), "{}", text(&out));
+
+    let missing = cio()
+        .args(["load", "/nonexistent/plan.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/plan.toml"));
+}
+
+#[test]
+fn customer_io_needs_explicit_credentials_and_nothing_is_sent_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "plan.toml",
+        "[scenarios.a]\nexecutor = \"constant-arrival-rate\"\nrate = 150\nduration = \"1s\"\npre_allocated_vus = 1\n",
+    );
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .args(["--target", "eu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs explicit credentials") && stderr.contains("CIO_SITE_ID"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,303 @@
+//! The executors on tokio's paused clock: exact counts, drops, ramps, stops and thresholds,
+//! with a workload that only sleeps (no sockets, no wall-clock noise).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cio_load::workload::workload_fn;
+use cio_load::{Bounds, Executor, LoadTest, Outcome, Scenario, Stage, Threshold};
+use tokio::time::Instant;
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// A workload whose every iteration takes `d` and succeeds.
+fn sleeping(d: Duration) -> impl cio_load::Workload {
+    workload_fn(move |_it| async move {
+        let sent = Instant::now();
+        tokio::time::sleep(d).await;
+        Outcome::success("sleep", "200", sent)
+    })
+}
+
+fn constant(rate: u32, duration: f64, pre: u32, max: u32) -> Executor {
+    Executor::ConstantArrivalRate {
+        rate,
+        time_unit: secs(1.0),
+        duration: secs(duration),
+        pre_allocated_vus: pre,
+        max_vus: max,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn constant_rate_starts_every_planned_iteration_on_time() {
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "c",
+            constant(500, 4.0, 10, 20),
+            sleeping(Duration::from_millis(5)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["c"];
+    assert_eq!(s.planned_iterations, Some(2000));
+    assert_eq!(s.started, 2000);
+    assert_eq!(s.iterations, 2000);
+    assert_eq!(s.dropped_iterations, 0);
+    assert_eq!(s.achieved_rate, 500.0);
+    // Each iteration takes 5 ms of service; scheduled starts are honoured within the timer's
+    // millisecond, so latency exceeds service time by at most about 1 ms.
+    assert!(
+        s.service_time.p50 >= 5.0 && s.service_time.p50 < 5.2,
+        "{:?}",
+        s.service_time
+    );
+    assert!(s.latency.max < 7.0, "{:?}", s.latency);
+    // At 500/s and 5 ms, about 3 VUs are busy at once.
+    assert!(s.peak_vus <= 4, "{}", s.peak_vus);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // The time series has one point a second with the rate.
+    let mid: Vec<_> = report
+        .time_series
+        .iter()
+        .filter(|p| p.elapsed_s > 1.5 && p.elapsed_s < 3.5)
+        .collect();
+    assert!(!mid.is_empty());
+    for p in mid {
+        assert!((495..=505).contains(&p.started), "{p:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_few_vus_drop_iterations_and_warn() {
+    // 100/s of 200 ms iterations needs about 20 VUs; 5 can start 25 a second.
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "starved",
+            constant(100, 2.0, 2, 5),
+            sleeping(Duration::from_millis(200)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["starved"];
+    assert_eq!(s.started + s.dropped_iterations, 200, "{s:?}");
+    assert!((45..=60).contains(&s.started), "{s:?}");
+    assert_eq!(s.vus_max, 5);
+    assert_eq!(s.peak_vus, 5);
+    // Nothing silently delayed: every started iteration's latency is its service time.
+    assert!(s.latency.max < 201.5, "{:?}", s.latency);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("insufficient VUs") && w.contains("starved")),
+        "{:?}",
+        report.warnings
+    );
+    match &report.metrics["dropped_iterations"] {
+        cio_load::report::MetricSummary::Counter { count, .. } => {
+            assert_eq!(*count, s.dropped_iterations)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_grows_from_pre_allocated_to_max() {
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "grow",
+            constant(100, 1.0, 1, 50),
+            sleeping(Duration::from_millis(100)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["grow"];
+    assert_eq!(s.dropped_iterations, 0);
+    assert!((10..=12).contains(&s.vus_max), "{}", s.vus_max);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ramp_follows_its_stages() {
+    let ramp = Executor::RampingArrivalRate {
+        start_rate: 0,
+        time_unit: secs(1.0),
+        stages: vec![
+            Stage::new(200, secs(2.0)),
+            Stage::new(200, secs(1.0)),
+            Stage::new(0, secs(1.0)),
+        ],
+        pre_allocated_vus: 10,
+        max_vus: 10,
+    };
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "ramp",
+            ramp,
+            sleeping(Duration::from_millis(1)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["ramp"];
+    assert_eq!(s.started, 500);
+    let per_second: Vec<u64> = report.time_series.iter().map(|p| p.started).collect();
+    // Integrals of the ramp over each second: 50, 150, 200, 100.
+    let expected = [50u64, 150, 200, 100];
+    for (i, want) in expected.iter().enumerate() {
+        let got = per_second.get(i).copied().unwrap_or(0);
+        assert!(
+            got.abs_diff(*want) <= 2,
+            "second {i}: {got} vs {want} ({per_second:?})"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_model_vus_loop_and_ramp() {
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "loop",
+            Executor::ConstantVus {
+                vus: 3,
+                duration: secs(1.0),
+            },
+            sleeping(Duration::from_millis(100)),
+        ))
+        .scenario(
+            Scenario::new(
+                "rampvus",
+                Executor::RampingVus {
+                    start_vus: 0,
+                    stages: vec![Stage::new(4, secs(1.0)), Stage::new(4, secs(1.0))],
+                },
+                sleeping(Duration::from_millis(100)),
+            )
+            .start_time(secs(0.5)),
+        )
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.scenarios["loop"].iterations, 30);
+    assert_eq!(report.scenarios["loop"].peak_vus, 3);
+    let r = &report.scenarios["rampvus"];
+    assert_eq!(r.peak_vus, 4);
+    // About 0+1+2+3 VUs over the first second (~15 iterations) and 4 VUs for the second (40).
+    assert!((50..=60).contains(&r.iterations), "{r:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_interrupts_what_runs_too_long() {
+    let report = LoadTest::new()
+        .scenario(
+            Scenario::new(
+                "slow",
+                constant(10, 1.0, 20, 20),
+                sleeping(Duration::from_secs(5)),
+            )
+            .graceful_stop(secs(1.0)),
+        )
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["slow"];
+    assert_eq!(s.started, 10);
+    assert_eq!(s.iterations, 0);
+    assert_eq!(s.interrupted_iterations, 10);
+    assert!(report.duration_s < 2.5, "{}", report.duration_s);
+}
+
+#[tokio::test(start_paused = true)]
+async fn thresholds_pass_fail_and_abort() {
+    let fails = Arc::new(AtomicU64::new(0));
+    let f = fails.clone();
+    let flaky = workload_fn(move |it| {
+        let f = f.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if it.number % 2 == 0 {
+                f.fetch_add(1, Ordering::Relaxed);
+                Outcome::failure("op", "500", it.scheduled)
+            } else {
+                Outcome::success("op", "200", it.scheduled)
+            }
+        }
+    });
+    let report = LoadTest::new()
+        .scenario(Scenario::new("flaky", constant(100, 10.0, 10, 10), flaky))
+        .threshold(Threshold::parse("latency", "p(95)<500").unwrap())
+        .threshold(Threshold::parse("errors{status:500}", "count>0").unwrap())
+        .threshold(
+            Threshold::parse("errors", "rate<0.1")
+                .unwrap()
+                .abort_on_fail(true)
+                .delay_abort_eval(secs(2.0)),
+        )
+        .run()
+        .await
+        .unwrap();
+    assert!(!report.passed);
+    let verdicts: Vec<_> = report
+        .thresholds
+        .iter()
+        .map(|t| (t.metric.as_str(), t.ok))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("latency", true),
+            ("errors{status:500}", true),
+            ("errors", false)
+        ]
+    );
+    assert!((report.thresholds[2].value - 0.5).abs() < 0.01);
+    // Aborted after the 2 s delay, long before the planned 10 s.
+    let reason = report.aborted.as_deref().unwrap_or_default();
+    assert!(reason.contains("abort_on_fail"), "{reason}");
+    assert!(report.duration_s < 4.0, "{}", report.duration_s);
+    assert!(report.scenarios["flaky"].started < 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn safety_bounds_refuse_or_stop() {
+    let too_long = LoadTest::new()
+        .bounds(Bounds {
+            max_duration: secs(10.0),
+            ..Bounds::default()
+        })
+        .scenario(Scenario::new(
+            "long",
+            constant(1, 20.0, 1, 1),
+            sleeping(Duration::ZERO),
+        ))
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(too_long.contains("max_duration"), "{too_long}");
+
+    // A closed-model scenario cannot be planned: the iteration cap stops it while it runs.
+    let report = LoadTest::new()
+        .bounds(Bounds {
+            max_iterations: 50,
+            ..Bounds::default()
+        })
+        .scenario(Scenario::new(
+            "busy",
+            Executor::ConstantVus {
+                vus: 2,
+                duration: secs(60.0),
+            },
+            sleeping(Duration::from_millis(10)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.scenarios["busy"].started, 50);
+    assert!(report.aborted.unwrap().contains("max_iterations"));
+}
