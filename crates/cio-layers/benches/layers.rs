@@ -132,6 +132,17 @@ fn rate_limit(c: &mut Criterion) {
         .bench_function("governor::check (raw, no service)", |b| {
             b.iter(|| black_box(governor.check().is_ok()))
         });
+    // The clock each decision reads: tokio's (it follows paused time in tests; with tokio's
+    // `test-util` feature, on in this bench through the dev-dependencies, it also checks for a
+    // paused clock) against std's.
+    c.benchmark_group("rate_limit").bench_function(
+        "tokio::time::Instant::now (the clock a decision reads)",
+        |b| b.iter(|| black_box(tokio::time::Instant::now())),
+    );
+    c.benchmark_group("rate_limit")
+        .bench_function("std::time::Instant::now", |b| {
+            b.iter(|| black_box(std::time::Instant::now()))
+        });
     let local = cio_layers::rate_limit::LocalBackend::new(huge_quota());
     c.benchmark_group("rate_limit")
         .bench_function("LocalBackend::reserve_now (raw, no service)", |b| {
@@ -250,31 +261,54 @@ where
     S::Future: Send + 'static,
     S::Error: std::fmt::Debug,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
         .build()
         .expect("a runtime");
+    bench_waves_on(c, group, &format!("{name}, 2 worker threads"), &make, multi);
+    bench_waves_on(
+        c,
+        group,
+        &format!("{name}, current thread"),
+        &make,
+        runtime(),
+    );
+}
+
+fn bench_waves_on<S>(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    make: &impl Fn() -> S,
+    rt: tokio::runtime::Runtime,
+) where
+    S: Service<Item> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Debug,
+{
     let svc = rt.block_on(async { make() });
     c.benchmark_group(group).bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut svc = svc.clone();
             rt.block_on(async move {
-                let start = std::time::Instant::now();
-                let mut left = iters as usize;
+                // Whole waves only: a partial wave would wait for the linger timer, which is
+                // not a cost of the layer. The time is scaled back to `iters` items.
+                let waves = (iters as usize).div_ceil(WAVE).max(1);
                 let mut futures = Vec::with_capacity(WAVE);
-                while left > 0 {
-                    let n = left.min(WAVE);
-                    for i in 0..n {
+                let start = std::time::Instant::now();
+                for _ in 0..waves {
+                    for i in 0..WAVE {
                         let r = svc.ready().await.expect("ready");
                         futures.push(r.call(Item(i as u64)));
                     }
                     for f in futures.drain(..) {
                         black_box(f.await.expect("item"));
                     }
-                    left -= n;
                 }
-                start.elapsed()
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (waves * WAVE) as f64)
             })
         })
     });
