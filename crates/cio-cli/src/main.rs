@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// glibc's allocator spent about a fifth of `cio pipe`'s CPU in a profile (`perf record`, 200,000
+/// events): every operation allocates its attribute maps and strings. mimalloc is faster at
+/// many small, short-lived allocations across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Push people, events and messages into Customer.io, and know it holds under load.
 #[derive(Parser, Debug)]
 #[command(name = "cio", version, about, long_about = None)]
