@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use cio_mock::{Faults, Latency, MockServer};
 use clap::Args;
 
+use crate::common::wait_for_signal;
+
 /// Flags of `cio mock`.
 #[derive(Args, Debug)]
 #[command(
@@ -140,27 +142,4 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         "stopped"
     );
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
