@@ -35,7 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send JSON-lines operations (files or stdin) to Customer.io or the mock, then report.
     Pipe(pipe::PipeArgs),
-    /// Run a long-lived pipeline (file follow) with /metrics, /healthz and /readyz, for Kubernetes.
+    /// Run a long-lived pipeline (file follow, Redis Streams, Kafka) with /metrics, /healthz and
+    /// /readyz, for Kubernetes.
     Worker(worker::WorkerArgs),
     /// Run a load test from a scenario file (k6 vocabulary): open-model rates, thresholds, reports.
     Load(load::LoadArgs),
