@@ -48,19 +48,7 @@ impl cio_layers::batch::Weigh for crate::Operation {
     /// The entry's encoded size plus its comma in the batch array: batches built on this weight
     /// stay within [`crate::Limits::batch_weight`].
     fn weight(&self) -> usize {
-        struct Count(usize);
-        impl std::io::Write for Count {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut c = Count(0);
-        let _ = serde_json::to_writer(&mut c, self);
-        c.0 + 1
+        crate::validate::serialized_len(self) + 1
     }
 }
 

@@ -227,6 +227,11 @@ fn object_len(m: &Attributes) -> usize {
 }
 
 fn number_len(n: &serde_json::Number) -> usize {
+    serialized_len(n)
+}
+
+/// The length of `value`'s compact JSON, counted as it is written, without a buffer.
+pub fn serialized_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -238,7 +243,7 @@ fn number_len(n: &serde_json::Number) -> usize {
         }
     }
     let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, n);
+    let _ = serde_json::to_writer(&mut c, value);
     c.0
 }
 

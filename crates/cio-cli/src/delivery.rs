@@ -266,30 +266,44 @@ impl Delivery {
         S: Source,
         L: DeadLetterSink,
     {
-        let decoder = OperationDecoder::new();
-        let report = match self {
+        match self {
             Delivery::Batched(stack) => {
-                Processor::new(source, decoder, stack.service(), dead_letters)
-                    .max_in_flight(settings.max_in_flight)
-                    .drain_deadline(settings.drain_deadline)
-                    .with_progress(progress)
-                    .classify_errors(ByError)
-                    .run(shutdown)
-                    .await
+                let service = stack.service();
+                let report =
+                    process(source, service, dead_letters, settings, progress, shutdown).await;
+                stack.close().await;
+                report
             }
             Delivery::Unbatched(stack) => {
-                Processor::new(source, decoder, stack.service(), dead_letters)
-                    .max_in_flight(settings.max_in_flight)
-                    .drain_deadline(settings.drain_deadline)
-                    .with_progress(progress)
-                    .classify_errors(ByError)
-                    .run(shutdown)
-                    .await
+                let service = stack.service();
+                process(source, service, dead_letters, settings, progress, shutdown).await
             }
-        };
-        if let Delivery::Batched(stack) = self {
-            stack.close().await;
         }
-        report
     }
+}
+
+/// One run of the processor over `service`, whichever path it is.
+async fn process<S, Svc, L>(
+    source: S,
+    service: Svc,
+    dead_letters: L,
+    settings: &DeliverySettings,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+) -> Report
+where
+    S: Source,
+    L: DeadLetterSink,
+    Svc: tower::Service<cio_api::Operation> + Send,
+    Svc::Future: Send + 'static,
+    Svc::Response: Send + 'static,
+    Svc::Error: std::fmt::Display + cio_layers::ClassifyError + Send + 'static,
+{
+    Processor::new(source, OperationDecoder::new(), service, dead_letters)
+        .max_in_flight(settings.max_in_flight)
+        .drain_deadline(settings.drain_deadline)
+        .with_progress(progress)
+        .classify_errors(ByError)
+        .run(shutdown)
+        .await
 }
