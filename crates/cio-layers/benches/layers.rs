@@ -86,7 +86,20 @@ where
     S: Service<u64, Response = u64> + 'static,
     S::Error: std::fmt::Debug,
 {
-    let rt = runtime();
+    bench_service_in(c, runtime(), group, name, make)
+}
+
+/// [`bench_service`] with the service built and driven in `rt`.
+fn bench_service_in<S>(
+    c: &mut Criterion,
+    rt: tokio::runtime::Runtime,
+    group: &str,
+    name: &str,
+    make: impl FnOnce() -> S,
+) where
+    S: Service<u64, Response = u64> + 'static,
+    S::Error: std::fmt::Debug,
+{
     // Built inside the runtime: some services (tower's RateLimit) start a timer when built.
     let mut svc = {
         let _entered = rt.enter();
@@ -114,10 +127,32 @@ fn huge_quota() -> Quota {
 }
 
 fn rate_limit(c: &mut Criterion) {
+    use cio_layers::rate_limit::{ClockSource, LocalBackend};
     bench_service(c, "rate_limit", "bare", || Noop);
-    bench_service(c, "rate_limit", "cio_layers::RateLimit", || {
-        RateLimitLayer::new(huge_quota()).layer(Noop)
-    });
+    // Built in a current-thread runtime, the limit reads tokio's clock (tests pause it there).
+    bench_service(
+        c,
+        "rate_limit",
+        "cio_layers::RateLimit (tokio clock)",
+        || RateLimitLayer::new(huge_quota()).layer(Noop),
+    );
+    // Built in a multi-thread runtime (the `cio` binary, a server), it reads the CPU counter.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    bench_service_in(
+        c,
+        multi,
+        "rate_limit",
+        "cio_layers::RateLimit (TSC clock, multi-thread runtime)",
+        || {
+            let layer = RateLimitLayer::new(huge_quota());
+            assert_eq!(layer.backend().clock(), ClockSource::Tsc);
+            layer.layer(Noop)
+        },
+    );
     // tower's fixed window: not Clone-shared, but the nearest equivalent.
     bench_service(c, "rate_limit", "tower::limit::RateLimit", || {
         tower::limit::RateLimitLayer::new(u64::MAX / 2, Duration::from_secs(1)).layer(
@@ -132,21 +167,35 @@ fn rate_limit(c: &mut Criterion) {
         .bench_function("governor::check (raw, no service)", |b| {
             b.iter(|| black_box(governor.check().is_ok()))
         });
-    // The clock each decision reads: tokio's (it follows paused time in tests; with tokio's
-    // `test-util` feature, on in this bench through the dev-dependencies, it also checks for a
-    // paused clock) against std's.
-    c.benchmark_group("rate_limit").bench_function(
-        "tokio::time::Instant::now (the clock a decision reads)",
-        |b| b.iter(|| black_box(tokio::time::Instant::now())),
-    );
+    for (name, clock) in [
+        (
+            "LocalBackend::reserve_now (raw, TSC clock)",
+            ClockSource::Tsc,
+        ),
+        (
+            "LocalBackend::reserve_now (raw, tokio clock)",
+            ClockSource::Tokio,
+        ),
+    ] {
+        let local = LocalBackend::with_clock(huge_quota(), clock);
+        c.benchmark_group("rate_limit")
+            .bench_function(name, |b| b.iter(|| black_box(local.reserve_now())));
+    }
+    // The clocks a decision may read: tokio's (with tokio's `test-util` feature, on in this
+    // bench through the dev-dependencies, it also checks for a paused clock), std's, and the
+    // CPU counter through quanta.
+    c.benchmark_group("rate_limit")
+        .bench_function("tokio::time::Instant::now", |b| {
+            b.iter(|| black_box(tokio::time::Instant::now()))
+        });
     c.benchmark_group("rate_limit")
         .bench_function("std::time::Instant::now", |b| {
             b.iter(|| black_box(std::time::Instant::now()))
         });
-    let local = cio_layers::rate_limit::LocalBackend::new(huge_quota());
+    let tsc = quanta::Clock::new();
     c.benchmark_group("rate_limit")
-        .bench_function("LocalBackend::reserve_now (raw, no service)", |b| {
-            b.iter(|| black_box(local.reserve_now()))
+        .bench_function("quanta::Clock::raw (the TSC read)", |b| {
+            b.iter(|| black_box(tsc.raw()))
         });
 }
 

@@ -191,3 +191,74 @@ async fn wait_on_error_fails_closed_by_waiting_not_by_erroring() {
         "three failed decisions, waited out"
     );
 }
+
+#[test]
+fn the_clock_is_tokios_where_time_can_be_paused_and_the_cpu_counter_elsewhere() {
+    use cio_layers::rate_limit::{ClockSource, LocalBackend};
+    let q = quota(100, 10);
+    assert_eq!(
+        ClockSource::detect(),
+        ClockSource::Tsc,
+        "outside any runtime"
+    );
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        assert_eq!(LocalBackend::new(q).clock(), ClockSource::Tokio);
+    });
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    multi.block_on(async {
+        assert_eq!(LocalBackend::new(q).clock(), ClockSource::Tsc);
+    });
+    assert_eq!(
+        LocalBackend::with_clock(q, ClockSource::Tokio).clock(),
+        ClockSource::Tokio
+    );
+}
+
+/// On the CPU's counter, in real time: however the callers race, no more pass than the burst
+/// plus the rate times the time elapsed, and the limit is not stuck either.
+#[test]
+fn on_the_cpu_counter_the_limit_holds_in_real_time_across_threads() {
+    use cio_layers::rate_limit::{ClockSource, LocalBackend};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (passed, elapsed) = runtime.block_on(async {
+        let layer = RateLimitLayer::with_backend(LocalBackend::new(quota(1000, 10)));
+        let start = std::time::Instant::now();
+        let run = Duration::from_millis(300);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let mut svc = layer.layer(echo());
+            set.spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < run {
+                    svc.ready().await.unwrap().call(0).await.unwrap();
+                    n += 1;
+                }
+                n
+            });
+        }
+        let mut passed = 0;
+        while let Some(n) = set.join_next().await {
+            passed += n.unwrap();
+        }
+        (passed, start.elapsed())
+    });
+    let allowed = 10.0 + 1000.0 * elapsed.as_secs_f64();
+    assert!(
+        passed as f64 <= allowed + 1.0,
+        "{passed} passed in {elapsed:?}; at most {allowed:.0} allowed"
+    );
+    assert!(passed >= 100, "only {passed} passed in {elapsed:?}");
+    assert_eq!(ClockSource::detect(), ClockSource::Tsc);
+}

@@ -455,7 +455,7 @@ fn parse_v1_inner(
 /// `entry` is the entry's text as sent: its size is measured on those bytes.
 fn check_entry(state: &State, entry: &str) -> Result<Operation, (String, String, String)> {
     let size = entry.len();
-    let op = Operation::from_json(entry.as_bytes()).map_err(|e| {
+    let op = Operation::from_json_str(entry).map_err(|e| {
         let field = e.field().unwrap_or("entry").to_owned();
         let reason = match &e {
             cio_api::DecodeError::Invalid(v) => v.reason(),

@@ -130,13 +130,13 @@ impl Decode for OperationDecoder {
     type Item = Operation;
 
     fn decode(&self, payload: &[u8], position: &Position) -> Result<Operation, DecodeError> {
-        if let Err(e) = std::str::from_utf8(payload) {
-            return Err(DecodeError::new(format!(
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            DecodeError::new(format!(
                 "not valid UTF-8 (invalid byte at column {})",
                 e.valid_up_to() + 1
-            )));
-        }
-        let mut op = Operation::from_json(payload).map_err(|e| DecodeError::new(e.to_string()))?;
+            ))
+        })?;
+        let mut op = Operation::from_json_str(text).map_err(|e| DecodeError::new(e.to_string()))?;
         if let Operation::Event(event) = &mut op {
             if event.id.is_none() {
                 event.id = Some(event_id(position, event.timestamp));

@@ -75,6 +75,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
     Ok(convert(wire)?)
 }
 
+pub(super) fn decode_str(text: &str) -> Result<Operation, DecodeError> {
+    let wire: WireEntry = serde_json::from_str(text)?;
+    Ok(convert(wire)?)
+}
+
 pub(super) fn decode_value(value: Value) -> Result<Operation, DecodeError> {
     let wire: WireEntry = serde_json::from_value(value)?;
     Ok(convert(wire)?)

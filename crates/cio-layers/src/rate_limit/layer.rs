@@ -9,7 +9,7 @@ pub struct RateLimitLayer<B = LocalBackend> {
 }
 
 impl RateLimitLayer<LocalBackend> {
-    /// An in-process limit.
+    /// An in-process limit, on the clock [`super::ClockSource::detect`] picks.
     pub fn new(quota: Quota) -> Self {
         RateLimitLayer {
             backend: LocalBackend::new(quota),

@@ -26,9 +26,13 @@
 //! exactly once, and none starves. A reservation that is given up (the caller is dropped, a
 //! deadline fires) is handed back when it is still the last one taken.
 //!
-//! Time comes from `tokio::time::Instant`, so the limit is exact under `tokio::time::pause()`.
-//! The cost of a decision is measured next to governor's raw `check` in the layer benches
-//! (`cargo bench -p cio-layers`, figures in `docs/benchmarks.md`).
+//! Time comes from one of two clocks ([`ClockSource`]): inside a current-thread tokio runtime
+//! (the only kind whose clock can be paused, so where tests run) from `tokio::time::Instant`,
+//! so the limit is exact under `tokio::time::pause()`; elsewhere (a multi-thread runtime: the
+//! `cio` binary, a server) from the CPU's timestamp counter through `quanta`, as governor does,
+//! because reading the OS clock was two thirds of a decision's cost. The cost of a decision is
+//! measured next to governor's raw `check` in the layer benches (`cargo bench -p cio-layers`,
+//! figures in `docs/benchmarks.md`).
 //!
 //! The state lives behind an `Arc` in [`LocalBackend`]: every clone of the layer and of the
 //! service shares one limit (tower's `RateLimit` gives each clone its own window). A backend
@@ -43,7 +47,7 @@ pub mod redis;
 mod service;
 mod wait_on_error;
 
-pub use backend::{LocalBackend, Quota, RateLimitBackend, Reservation};
+pub use backend::{ClockSource, LocalBackend, Quota, RateLimitBackend, Reservation};
 pub use layer::RateLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendBuilder, RedisLimitError, Unreachable};

@@ -371,14 +371,15 @@ where
             match ready {
                 Some(Ok(())) => {
                     let answer = service.call(item);
-                    let progress = progress.clone();
-                    let delivery =
-                        settle::deliver(answer, payload, position, ack, permit, shared.clone());
-                    tasks.spawn(async move {
-                        let settled = delivery.await;
-                        progress.settled(&settled);
-                        settled
-                    });
+                    tasks.spawn(settle::deliver(
+                        answer,
+                        payload,
+                        position,
+                        ack,
+                        permit,
+                        shared.clone(),
+                        progress.clone(),
+                    ));
                 }
                 other => {
                     if let Some(Err(e)) = other {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::source::{Acknowledge, Position};
 
-use super::JudgeError;
+use super::{JudgeError, Progress};
 
 /// How one message ended.
 pub(super) enum Settled {
@@ -89,7 +89,10 @@ pub(super) async fn nack_ok<A: Acknowledge>(ack: A, position: &Position) -> bool
     }
 }
 
-/// Awaits the service's answer (unless abandoned), then acks, or dead-letters and acks.
+/// Awaits the service's answer (unless abandoned), then acks, or dead-letters and acks, and
+/// publishes the outcome. Spawned as it is: a wrapping `async` block would hold this future
+/// twice (captured, then awaited).
+#[allow(clippy::too_many_arguments)] // one message's parts, moved in once
 pub(super) async fn deliver<F, R, E, A, L, J>(
     answer: F,
     payload: Bytes,
@@ -97,6 +100,7 @@ pub(super) async fn deliver<F, R, E, A, L, J>(
     ack: A,
     permit: OwnedSemaphorePermit,
     shared: Shared<L, J>,
+    progress: Arc<Progress>,
 ) -> Settled
 where
     F: Future<Output = Result<R, E>>,
@@ -106,29 +110,50 @@ where
     J: JudgeError<E>,
 {
     let _permit = permit;
-    let answer = tokio::select! {
-        biased;
-        a = answer => a,
-        _ = shared.abandon.cancelled() => {
-            tracing::debug!(%position, "abandoned at the shutdown deadline");
-            return Settled::Unacknowledged { ack_failed: nack_ok(ack, &position).await };
+    let settled = async {
+        // The cold paths are boxed: inline, their state made every message's task (the happy
+        // path) 3 KB instead of 1.2 KB, and a task is copied when spawned; at 20,000 in flight that
+        // was a fifth of `cio pipe`'s CPU in copies and page faults.
+        let answer = tokio::select! {
+            biased;
+            a = answer => a,
+            _ = shared.abandon.cancelled() => {
+                tracing::debug!(%position, "abandoned at the shutdown deadline");
+                let ack_failed = Box::pin(nack_ok(ack, &position)).await;
+                return Settled::Unacknowledged { ack_failed };
+            }
+        };
+        match answer {
+            Ok(_) => Settled::Delivered {
+                ack_failed: ack_ok(ack, &position).await,
+            },
+            Err(e) => {
+                let letter = delivery_letter(e, payload, position, &*shared.judge);
+                Box::pin(keep(letter, ack, &shared)).await
+            }
         }
-    };
-    match answer {
-        Ok(_) => Settled::Delivered {
-            ack_failed: ack_ok(ack, &position).await,
-        },
-        Err(e) => {
-            let letter = DeadLetter {
-                reason: e.to_string(),
-                retryable: shared.judge.retryable(&e),
-                payload,
-                position,
-                stage: Stage::Deliver,
-                time: SystemTime::now(),
-            };
-            keep(letter, ack, &shared).await
-        }
+    }
+    .await;
+    progress.settled(&settled);
+    settled
+}
+
+/// The dead letter of a failed delivery. A function of its own so that the error is gone
+/// before the letter is written (held across that await, it would enlarge every message's
+/// future).
+fn delivery_letter<E: Display, J: JudgeError<E>>(
+    e: E,
+    payload: Bytes,
+    position: Position,
+    judge: &J,
+) -> DeadLetter {
+    DeadLetter {
+        reason: e.to_string(),
+        retryable: judge.retryable(&e),
+        payload,
+        position,
+        stage: Stage::Deliver,
+        time: SystemTime::now(),
     }
 }
 

@@ -373,3 +373,55 @@ async fn a_message_waiting_for_readiness_at_shutdown_is_still_delivered_within_t
     nacked.sort_unstable();
     assert_eq!(nacked, [0, 1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn work_in_flight_settles_while_the_source_has_nothing_to_give() {
+    // The processor polls each message's work alongside reading: a source that waits for its
+    // next message must not hold back the settlement of those already read.
+    let (tx, source) = crate::source::channel(8);
+    let service = tower::service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_millis(u64::from(n))).await;
+        Ok::<_, Infallible>(())
+    });
+    let processor = Processor::new(source, parse, service, InMemory::new()).max_in_flight(8);
+    let progress = processor.progress();
+    let run = tokio::spawn(processor.run(CancellationToken::new()));
+    let receipts = [
+        tx.send_with_receipt("5").await.unwrap(),
+        tx.send_with_receipt("10").await.unwrap(),
+    ];
+    for r in receipts {
+        // The sender is still open: the source is waiting, and the work settles anyway.
+        let settled = tokio::time::timeout(Duration::from_secs(5), r.settled()).await;
+        assert_eq!(settled.ok(), Some(crate::source::Settlement::Acked));
+    }
+    assert_eq!(progress.in_flight(), 0);
+    drop(tx);
+    let report = run.await.unwrap();
+    assert_eq!((report.read, report.delivered), (2, 2));
+    assert!(report.is_complete() && report.is_balanced(), "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_one_message_leaves_it_unacknowledged_and_the_rest_delivered() {
+    let source = numbers(20);
+    let acks = source.ack_log();
+    let service = tower::service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_ne!(n, 7, "a bug in the service's future");
+        Ok::<_, Infallible>(())
+    });
+    let report = Processor::new(source, parse, service, InMemory::new())
+        .max_in_flight(4)
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (20, 19, 1)
+    );
+    assert!(report.is_balanced(), "{report:?}");
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..20).filter(|&i| i != 7).collect::<Vec<_>>());
+    assert_eq!(acks.dropped(), vec![7]);
+}

@@ -19,7 +19,7 @@ pub(super) async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
         if available.is_empty() {
             return Ok(false);
         }
-        let (take, found) = match available.iter().position(|&b| b == b'\n') {
+        let (take, found) = match memchr::memchr(b'\n', available) {
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };
