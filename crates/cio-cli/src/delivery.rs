@@ -263,7 +263,7 @@ impl Delivery {
         shutdown: CancellationToken,
     ) -> Report
     where
-        S: Source,
+        S: Source + 'static,
         L: DeadLetterSink,
     {
         match self {
@@ -292,7 +292,7 @@ async fn process<S, Svc, L>(
     shutdown: CancellationToken,
 ) -> Report
 where
-    S: Source,
+    S: Source + 'static,
     L: DeadLetterSink,
     Svc: tower::Service<cio_api::Operation> + Send,
     Svc::Future: Send + 'static,

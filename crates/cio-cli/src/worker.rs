@@ -375,7 +375,7 @@ struct Running {
 }
 
 impl Running {
-    async fn run<S: cio_pipeline::Source>(
+    async fn run<S: cio_pipeline::Source + 'static>(
         self,
         source: S,
         dead_letters: JsonLinesFile,
@@ -399,6 +399,9 @@ impl Running {
         ));
         let progress = Arc::new(Progress::default());
         let gauges = tokio::spawn(export_gauges(progress.clone(), delivery.clone(), lag));
+        // Ready before the line is printed: scripts (and the tests) probe /readyz as soon as
+        // they read it, and a worker thread can be descheduled between two statements.
+        ready.set(true);
         // Printed once the admin server answers, so scripts can wait for it.
         print_line(format_args!(
             "worker ready: source {label} | admin {admin_url}"
@@ -415,7 +418,6 @@ impl Running {
                 shutdown.cancel();
             })
         };
-        ready.set(true);
         let report = delivery
             .run(source, dead_letters, &settings, progress, shutdown)
             .await;

@@ -12,7 +12,10 @@
 //! "settled"; the processor asks the source for the next message only when one settles, so
 //! back-pressure reaches the source (and through a channel, the producers). The service's own
 //! back-pressure (`poll_ready`, e.g. a rate or concurrency limit inside) holds the loop too.
-//! Each message's work runs in a task of a `JoinSet` the processor owns.
+//! Reading and decoding run in a task of their own, ahead of the loop that hands items to the
+//! service (in order), so the two overlap: decoding was most of the processor's CPU, and one
+//! loop doing both was the pipeline's bottleneck. Each message's work after the call (await
+//! the answer, ack or dead-letter) runs in a task of a `JoinSet` the processor owns.
 //!
 //! With a batch layer in the service, items wait in the open batch while they count as in
 //! flight, so `max_in_flight` caps the batch size: give it room for a few full batches (e.g.
@@ -21,11 +24,13 @@
 //! # Shutdown
 //!
 //! When the token passed to [`run`](Processor::run) is cancelled:
-//! 1. reading stops at once (a message being read stays with the source, unacknowledged; one
-//!    already read and waiting for the service to be ready is still handed to it);
-//! 2. work in flight gets [`drain_deadline`](Processor::drain_deadline) to finish; what has not
-//!    finished by then is abandoned and nacked (a batch layer inside the service flushes on its
-//!    own age limit meanwhile);
+//! 1. reading stops at once (a message being read stays with the source, unacknowledged);
+//!    messages already read (the one waiting for the service to be ready and those read ahead
+//!    of it, at most 1024) are still handed to the service while it takes them within
+//!    [`drain_deadline`](Processor::drain_deadline); those it has not taken by then are nacked;
+//! 2. work in flight gets the same deadline to finish; what has not finished by then is
+//!    abandoned and nacked (a batch layer inside the service flushes on its own age limit
+//!    meanwhile);
 //! 3. the service is dropped, the source is closed (the file source writes its last checkpoint)
 //!    and the dead-letter sink is closed;
 //! 4. the [`Report`] says how many messages were delivered, dead-lettered and left unacknowledged.
@@ -35,6 +40,7 @@
 //! cannot fix, a service whose `poll_ready` fails, or a dead letter that cannot be kept stops
 //! reading the same way too, and the report's [`StopReason`] says which.
 
+mod read;
 mod report;
 mod settle;
 
@@ -50,13 +56,13 @@ use tower::{Service, ServiceExt};
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::decode::Decode;
-use crate::source::{Message, Source};
+use crate::source::Source;
 
 pub use report::{Progress, Report, StopReason};
 use settle::{Fatal, Settled, Shared};
 
-const SOURCE_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Messages read and decoded ahead of the loop that hands them to the service, at most.
+const READ_AHEAD: usize = 1024;
 
 /// Says whether a service error was retryable, for the dead letter's `retryable` field.
 /// [`Unjudged`] (the default) leaves it out; [`Processor::classify_errors`] plugs in a
@@ -233,7 +239,7 @@ async fn until(at: Option<Instant>) {
 
 impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J>
 where
-    S: Source,
+    S: Source + 'static,
     D: Decode,
     Svc: Service<D::Item> + Send,
     Svc::Future: Send + 'static,
@@ -245,7 +251,7 @@ where
     /// Runs until the source ends or `shutdown` is cancelled, then drains, closes, and reports.
     pub async fn run(self, shutdown: CancellationToken) -> Report {
         let Processor {
-            mut source,
+            source,
             decoder,
             mut service,
             dead_letters,
@@ -263,72 +269,41 @@ where
             fatal: Fatal::new(stop.clone()),
         };
         let permits = Arc::new(Semaphore::new(max_in_flight));
+        let (to_call, mut reads) = tokio::sync::mpsc::channel(READ_AHEAD.min(max_in_flight));
+        // The reader stops on shutdown, or when this loop stops first (a failed service).
+        let halt_reading = stop.child_token();
+        let reader = tokio::spawn(read::read(
+            source,
+            decoder,
+            permits.clone(),
+            to_call,
+            halt_reading.clone(),
+            progress.clone(),
+        ));
         let mut tasks: JoinSet<Settled> = JoinSet::new();
         let mut tally = Tally::default();
         let mut ended: Option<StopReason> = None;
-        let mut backoff = SOURCE_BACKOFF_MIN;
         let mut stopped_at: Option<Instant> = None;
+        let mut handed_over_all = false;
 
         loop {
             while let Some(done) = tasks.try_join_next() {
                 tally.count(done);
             }
-            let permit = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let next = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                n = source.next() => n,
-            };
-            let Message {
+            // On shutdown the reader stops; what it read ahead is still handed to the service
+            // as long as the service takes it within the drain deadline (below), then nacked.
+            let next = reads.recv().await;
+            let Some(read::Read {
+                permit,
                 payload,
                 position,
-                oversize,
                 ack,
-            } = match next {
-                Ok(Some(m)) => {
-                    backoff = SOURCE_BACKOFF_MIN;
-                    m
-                }
-                Ok(None) => {
-                    ended = Some(StopReason::EndOfInput);
-                    break;
-                }
-                Err(e) if e.is_retryable() => {
-                    tally.source_errors += 1;
-                    tracing::warn!(error = %e, retry_in = ?backoff, "source error; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(SOURCE_BACKOFF_MAX);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "source failed; stopping");
-                    ended = Some(StopReason::SourceFailed {
-                        error: e.to_string(),
-                    });
-                    break;
-                }
-            };
-            tally.read += 1;
-            progress.read_one();
-
-            let decoded = match oversize {
-                Some(size) => Err(format!(
-                    "the input is {size} bytes, over the source's limit of {} bytes",
-                    payload.len()
-                )),
-                None => decoder
-                    .decode(&payload, &position)
-                    .map_err(|e| e.reason().to_owned()),
+                decoded,
+            }) = next
+            else {
+                // The reader is done and everything it read was handed over.
+                handed_over_all = true;
+                break;
             };
             let item = match decoded {
                 Ok(item) => item,
@@ -355,10 +330,13 @@ where
 
             // A message in hand is work in flight: if shutdown comes while the service is not
             // ready, it still gets the drain deadline to be taken.
-            let mut ready = tokio::select! {
-                biased;
-                r = service.ready() => Some(r.map(|_| ())),
-                _ = stop.cancelled() => None,
+            let mut ready = match stopped_at {
+                None => tokio::select! {
+                    biased;
+                    r = service.ready() => Some(r.map(|_| ())),
+                    _ = stop.cancelled() => None,
+                },
+                Some(_) => None,
             };
             if ready.is_none() {
                 let at = *stopped_at.get_or_insert_with(Instant::now) + drain_deadline;
@@ -390,10 +368,50 @@ where
                     }
                     tally.unacknowledged += 1;
                     tally.ack_errors += u64::from(settle::nack_ok(ack, &position).await);
+                    progress.settled(&Settled::Unacknowledged { ack_failed: false });
                     break;
                 }
             }
         }
+        // Whatever the reader still hands over is not going to the service: nack it.
+        halt_reading.cancel();
+        reads.close();
+        while let Some(r) = reads.recv().await {
+            tally.unacknowledged += 1;
+            tally.ack_errors += u64::from(settle::nack_ok(r.ack, &r.position).await);
+            progress.settled(&Settled::Unacknowledged { ack_failed: false });
+        }
+        let mut source = match reader.await {
+            Ok(r) => {
+                tally.read = r.read;
+                tally.source_errors = r.source_errors;
+                tally.unacknowledged += r.nacked;
+                tally.ack_errors += r.nack_errors;
+                // The end of the input counts only if everything read was handed over; a
+                // source that failed stopped the run whatever else happened.
+                match r.reason {
+                    Some(reason) if handed_over_all => {
+                        ended.get_or_insert(reason);
+                    }
+                    Some(failed @ StopReason::SourceFailed { .. }) => {
+                        ended.get_or_insert(failed);
+                    }
+                    _ => {}
+                }
+                Some(r.source)
+            }
+            Err(e) => {
+                // A panic in the source or the decoder: the source is gone, unclosed (a file
+                // source then resumes from its last persisted checkpoint).
+                tracing::error!(error = %e, "the reading task failed");
+                if ended.is_none() {
+                    ended = Some(StopReason::SourceFailed {
+                        error: format!("the reading task failed: {e}"),
+                    });
+                }
+                None
+            }
+        };
 
         // Reading has stopped: drain.
         let input_ended = matches!(ended, Some(StopReason::EndOfInput));
@@ -428,7 +446,10 @@ where
         drop(service);
 
         let mut close_errors = Vec::new();
-        if let Err(e) = source.close().await {
+        if let Some(Err(e)) = match source.as_mut() {
+            Some(source) => Some(source.close().await),
+            None => None,
+        } {
             tracing::error!(error = %e, "closing the source failed");
             close_errors.push(format!("source: {e}"));
         }

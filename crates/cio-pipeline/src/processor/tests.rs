@@ -8,7 +8,7 @@ use cio_layers::Failure;
 use super::*;
 use crate::dead_letter::{DeadLetterError, InMemory};
 use crate::decode::DecodeError;
-use crate::source::{MemorySource, Position, SourceError};
+use crate::source::{MemorySource, Message, Position, SourceError};
 
 fn numbers(n: u32) -> MemorySource {
     MemorySource::new((0..n).map(|i| i.to_string()))
@@ -302,19 +302,23 @@ async fn a_service_that_fails_readiness_stops_the_run_and_the_message_in_hand_is
             error: "worker gone".into()
         }
     );
+    // The reader reads ahead of the service: the message in hand and those read after it are
+    // nacked.
     assert_eq!(
         (report.read, report.delivered, report.unacknowledged),
-        (3, 2, 1)
+        (5, 2, 3)
     );
-    assert_eq!(acks.nacked(), [2]);
+    let mut nacked = acks.nacked();
+    nacked.sort_unstable();
+    assert_eq!(nacked, [2, 3, 4]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_message_waiting_for_readiness_at_shutdown_is_still_delivered_within_the_deadline() {
+async fn messages_read_before_shutdown_are_still_handed_over_within_the_drain_deadline() {
     let source = numbers(100);
     let acks = source.ack_log();
-    // One call at a time, each taking 1 s: at the stop (0.2 s), message 0 is in the service and
-    // message 1 waits for readiness.
+    // One call at a time, each taking 1 s: at the stop (0.2 s), message 0 is in the service,
+    // message 1 waits for readiness and the rest wait behind it, read ahead.
     let service = tower::ServiceBuilder::new()
         .layer(cio_layers::concurrency::ConcurrencyLimitLayer::new(1))
         .service(tower::service_fn(|_: u32| async move {
@@ -332,15 +336,23 @@ async fn a_message_waiting_for_readiness_at_shutdown_is_still_delivered_within_t
         .drain_deadline(Duration::from_secs(5))
         .run(shutdown)
         .await;
+    // The reader read all 100 ahead. Everything read is still handed to the service until the
+    // drain deadline (0.2 s + 5 s): messages 0 to 5 are taken (one a second), 0 to 4 answered;
+    // at the deadline message 5 is abandoned and the rest, never handed over, nacked.
     assert_eq!(
         (report.read, report.delivered, report.unacknowledged),
-        (2, 2, 0),
+        (100, 5, 95),
         "{report:?}"
     );
-    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(report.stop, StopReason::Cancelled);
+    assert!(report.is_balanced());
+    assert_eq!(started.elapsed(), Duration::from_millis(5200));
     let mut acked = acks.acked();
     acked.sort_unstable();
-    assert_eq!(acked, [0, 1]);
+    assert_eq!(acked, [0, 1, 2, 3, 4]);
+    let mut nacked = acks.nacked();
+    nacked.sort_unstable();
+    assert_eq!(nacked, (5..100).collect::<Vec<_>>());
 
     // With a deadline shorter than the wait, the message in hand is nacked at the deadline.
     let source = numbers(100);
@@ -364,14 +376,14 @@ async fn a_message_waiting_for_readiness_at_shutdown_is_still_delivered_within_t
         .await;
     assert_eq!(
         (report.read, report.delivered, report.unacknowledged),
-        (2, 0, 2),
+        (100, 0, 100),
         "{report:?}"
     );
     assert!(report.is_balanced());
     assert_eq!(started.elapsed(), Duration::from_millis(700));
     let mut nacked = acks.nacked();
     nacked.sort_unstable();
-    assert_eq!(nacked, [0, 1]);
+    assert_eq!(nacked, (0..100).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]
