@@ -12,9 +12,10 @@
 //! "settled"; the processor asks the source for the next message only when one settles, so
 //! back-pressure reaches the source (and through a channel, the producers). The service's own
 //! back-pressure (`poll_ready`, e.g. a rate or concurrency limit inside) holds the loop too.
-//! Reading and decoding run in a task of their own, ahead of the loop that hands items to the
-//! service (in order), so the two overlap: decoding was most of the processor's CPU, and one
-//! loop doing both was the pipeline's bottleneck. Each message's work after the call (await
+//! Reading runs in a task of its own and decoding in chunks of 64 on spawned tasks, ahead of
+//! the loop that hands items to the service (in the order read), so they overlap and use every
+//! core: decoding was most of the processor's CPU, and one loop doing everything was the
+//! pipeline's bottleneck. Each message's work after the call (await
 //! the answer, ack or dead-letter) runs in a task of a `JoinSet` the processor owns.
 //!
 //! With a batch layer in the service, items wait in the open batch while they count as in
@@ -269,17 +270,16 @@ where
             fatal: Fatal::new(stop.clone()),
         };
         let permits = Arc::new(Semaphore::new(max_in_flight));
-        let (to_call, mut reads) = tokio::sync::mpsc::channel(READ_AHEAD.min(max_in_flight));
         // The reader stops on shutdown, or when this loop stops first (a failed service).
         let halt_reading = stop.child_token();
-        let reader = tokio::spawn(read::read(
+        let (mut reads, reader) = read::spawn(
             source,
             decoder,
             permits.clone(),
-            to_call,
+            READ_AHEAD.min(max_in_flight),
             halt_reading.clone(),
             progress.clone(),
-        ));
+        );
         let mut tasks: JoinSet<Settled> = JoinSet::new();
         let mut tally = Tally::default();
         let mut ended: Option<StopReason> = None;
@@ -292,7 +292,7 @@ where
             }
             // On shutdown the reader stops; what it read ahead is still handed to the service
             // as long as the service takes it within the drain deadline (below), then nacked.
-            let next = reads.recv().await;
+            let next = reads.next().await;
             let Some(read::Read {
                 permit,
                 payload,
@@ -376,9 +376,13 @@ where
         // Whatever the reader still hands over is not going to the service: nack it.
         halt_reading.cancel();
         reads.close();
-        while let Some(r) = reads.recv().await {
+        while let Some(r) = reads.next().await {
             tally.unacknowledged += 1;
             tally.ack_errors += u64::from(settle::nack_ok(r.ack, &r.position).await);
+            progress.settled(&Settled::Unacknowledged { ack_failed: false });
+        }
+        tally.unacknowledged += reads.lost;
+        for _ in 0..reads.lost {
             progress.settled(&Settled::Unacknowledged { ack_failed: false });
         }
         let mut source = match reader.await {
