@@ -91,6 +91,12 @@ impl<A, T> Reads<A, T> {
     }
 }
 
+/// The reading stage's two ends: decoded messages, and the task that gives the source back.
+pub(super) type Stage<S, D> = (
+    Reads<<S as Source>::Ack, <D as Decode>::Item>,
+    JoinHandle<Ended<S>>,
+);
+
 /// Starts the reading stage: returns the receiving end and the task, which yields the source
 /// back when it ends (the input ends, the source fails, `halt` is cancelled or the receiving
 /// end is closed). Reading stops at once on `halt`: a message being read stays with the source.
@@ -101,7 +107,7 @@ pub(super) fn spawn<S, D>(
     read_ahead: usize,
     halt: CancellationToken,
     progress: Arc<Progress>,
-) -> (Reads<S::Ack, D::Item>, JoinHandle<Ended<S>>)
+) -> Stage<S, D>
 where
     S: Source + 'static,
     D: Decode,
