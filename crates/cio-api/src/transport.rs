@@ -73,7 +73,9 @@ pub struct Transport {
 
 struct Inner {
     timeout: Duration,
-    user_agent: HeaderValue,
+    /// `User-Agent`, `Content-Type` and `Accept`, built once: each request clones them (cheaper
+    /// than hashing each name into a new map).
+    headers: HeaderMap,
     max_redirects: usize,
     max_response_bytes: usize,
 }
@@ -103,12 +105,22 @@ impl Transport {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(options.pool_idle_timeout)
             .build(https);
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_str(&options.user_agent)
+                .unwrap_or_else(|_| HeaderValue::from_static("cio-rs")),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
         Transport {
             client,
             inner: Arc::new(Inner {
                 timeout: options.timeout,
-                user_agent: HeaderValue::from_str(&options.user_agent)
-                    .unwrap_or_else(|_| HeaderValue::from_static("cio-rs")),
+                headers,
                 max_redirects: options.max_redirects,
                 max_response_bytes: options.max_response_bytes,
             }),
@@ -199,22 +211,12 @@ impl Transport {
     ) -> Result<RawResponse, Error> {
         let mut stale_retry_left = true;
         loop {
-            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
-            if let Some(h) = req.headers_mut() {
-                h.insert(AUTHORIZATION, auth.clone());
-                h.insert(USER_AGENT, self.inner.user_agent.clone());
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                h.insert(
-                    http::header::ACCEPT,
-                    HeaderValue::from_static("application/json"),
-                );
-            }
-            let req = req
-                .body(Full::new(body.clone().unwrap_or_default()))
-                .map_err(|e| Error::Transport {
-                    url: uri.to_string(),
-                    reason: e.to_string(),
-                })?;
+            let mut req = Request::new(Full::new(body.clone().unwrap_or_default()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            let headers = req.headers_mut();
+            *headers = self.inner.headers.clone();
+            headers.insert(AUTHORIZATION, auth.clone());
             match self.client.request(req).await {
                 Ok(resp) => {
                     let (parts, incoming) = resp.into_parts();

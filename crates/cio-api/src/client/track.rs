@@ -89,17 +89,12 @@ impl TrackClient {
         let prepared = op
             .validate(&inner.limits)
             .map_err(Error::from)
-            .and_then(|()| op.to_v1());
+            .and_then(|()| op.to_v1_wire(&inner.base));
         Box::pin(async move {
             let req = prepared?;
-            let body = req
-                .body
-                .as_ref()
-                .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-            let url = format!("{}{}", inner.base, req.path);
             let resp = inner
                 .transport
-                .send_checked(req.method, &url, &inner.auth, body)
+                .send_checked(req.method, &req.url, &inner.auth, req.body)
                 .await?;
             Ok(TrackResponse {
                 status: resp.status,

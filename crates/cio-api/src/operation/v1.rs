@@ -1,7 +1,9 @@
 //! The Track v1 request for an operation, exactly as the official Node SDK sends it.
 
+use bytes::Bytes;
 use http::Method;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::*;
@@ -54,7 +56,108 @@ fn customer_path(op: &Operation, p: &PersonIdentifier) -> Result<String, Error> 
     Ok(format!("/customers/{}", encode_segment(&v)))
 }
 
+/// A v1 request ready to send: method, full URL and serialized body. What
+/// [`TrackClient`](crate::TrackClient) sends; the same bytes as [`Operation::to_v1`]'s request
+/// serialized, built without copying the operation into a `serde_json::Value` first.
+pub(crate) struct V1Wire {
+    pub method: Method,
+    pub url: String,
+    pub body: Option<Bytes>,
+}
+
+/// A v1 event body borrowed from the [`Event`]. Fields in the order of `serde_json::Map` (sorted
+/// keys), so the bytes equal those of [`Operation::to_v1`]'s body.
+#[derive(Serialize)]
+struct V1EventBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    data: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+}
+
+/// Appends `/customers/{id}` (percent-encoded) to `url`.
+fn push_customer_path(url: &mut String, op: &Operation, p: &PersonIdentifier) -> Result<(), Error> {
+    match p {
+        PersonIdentifier::Id(v) | PersonIdentifier::Email(v) => {
+            url.push_str("/customers/");
+            url.extend(utf8_percent_encode(v, COMPONENT));
+        }
+        _ => url.push_str(&customer_path(op, p)?),
+    }
+    Ok(())
+}
+
+fn json_bytes<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Bytes {
+    let mut out = Vec::with_capacity(capacity);
+    // Serializing maps with string keys and plain values into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    Bytes::from(out)
+}
+
 impl Operation {
+    /// The v1 request to send below `base` (`https://track.customer.io/api/v1`). Events, and
+    /// identifies without a timestamp or relationships (the operations sent at volume), are
+    /// serialized straight from the operation; the rest through [`Operation::to_v1`].
+    pub(crate) fn to_v1_wire(&self, base: &str) -> Result<V1Wire, Error> {
+        let mut url = String::with_capacity(base.len() + 64);
+        url.push_str(base);
+        match self {
+            Operation::Event(e) => {
+                let anonymous_id = match &e.subject {
+                    EventSubject::Person(p) => {
+                        push_customer_path(&mut url, self, p)?;
+                        url.push_str("/events");
+                        None
+                    }
+                    EventSubject::Anonymous(a) => {
+                        url.push_str("/events");
+                        Some(a.as_str()).filter(|a| !a.is_empty())
+                    }
+                };
+                let body = V1EventBody {
+                    anonymous_id,
+                    data: &e.data,
+                    id: e.id.as_deref(),
+                    name: &e.name,
+                    timestamp: e.timestamp,
+                    kind: (e.kind != EventKind::Event).then(|| e.kind.as_str()),
+                };
+                Ok(V1Wire {
+                    method: Method::POST,
+                    url,
+                    body: Some(json_bytes(&body, 256)),
+                })
+            }
+            Operation::Identify(i) if i.timestamp.is_none() && i.relationships.is_empty() => {
+                push_customer_path(&mut url, self, &i.identifier)?;
+                Ok(V1Wire {
+                    method: Method::PUT,
+                    url,
+                    body: Some(json_bytes(&i.attributes, 256)),
+                })
+            }
+            _ => {
+                let req = self.to_v1()?;
+                url.push_str(&req.path);
+                Ok(V1Wire {
+                    method: req.method,
+                    url,
+                    body: req
+                        .body
+                        .as_ref()
+                        .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())),
+                })
+            }
+        }
+    }
+
     /// The v1 request for this operation, or [`Error::Unsupported`] for operations that only
     /// v2 has (objects, relationships, phone identifiers).
     pub fn to_v1(&self) -> Result<V1Request, Error> {
@@ -217,5 +320,42 @@ impl Operation {
                 ))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `TrackClient` sends is byte for byte what `to_v1` describes.
+    #[test]
+    fn the_wire_request_is_to_v1_serialized() {
+        let entries: &[&str] = &[
+            r#"{"type":"person","identifiers":{"id":"a+b@x"},"action":"event","name":"buy","id":"01HZY3J5K3V1X0SJQ2Q0CE7A9N","timestamp":1700000000,"attributes":{"price":23.45,"sku":"s\"1","nested":{"z":1,"a":[1,2]}}}"#,
+            r#"{"type":"person","identifiers":{"email":"jane@example.com"},"action":"event","name":"signup"}"#,
+            r#"{"type":"person","identifiers":{"cio_id":"f000"},"action":"screen","name":"home","attributes":{"x":"y"}}"#,
+            r#"{"type":"person","identifiers":{"id":"7"},"action":"page","name":"/pricing","timestamp":1700000001}"#,
+            r#"{"type":"person","anonymous_id":"anon-1","action":"event","name":"visit","attributes":{"k":"v"}}"#,
+            r#"{"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"plan":"pro","email":"j@x.com","n":3}}"#,
+            r#"{"type":"person","identifiers":{"id":"42"},"action":"identify","timestamp":1700000000,"attributes":{"plan":"pro"}}"#,
+            r#"{"type":"person","identifiers":{"cio_id":"f001"},"action":"identify","attributes":{}}"#,
+            r#"{"type":"person","identifiers":{"id":"42"},"action":"delete"}"#,
+        ];
+        let base = "https://track.customer.io/api/v1";
+        for entry in entries {
+            let op = Operation::from_json(entry.as_bytes()).expect(entry);
+            let expected = op.to_v1().expect(entry);
+            let wire = op.to_v1_wire(base).expect(entry);
+            assert_eq!(wire.method, expected.method, "{entry}");
+            assert_eq!(wire.url, format!("{base}{}", expected.path), "{entry}");
+            let body = expected.body.map(|b| serde_json::to_vec(&b).unwrap());
+            assert_eq!(wire.body.as_deref(), body.as_deref(), "{entry}");
+        }
+        let phone = Operation::from_json(
+            br#"{"type":"person","identifiers":{"phone":"+15551234567"},"action":"event","name":"x"}"#,
+        );
+        if let Ok(op) = phone {
+            assert!(op.to_v1_wire(base).is_err());
+        }
     }
 }
