@@ -15,8 +15,8 @@
 //! Reading runs in a task of its own and decoding in chunks of 64 on spawned tasks, ahead of
 //! the loop that hands items to the service (in the order read), so they overlap and use every
 //! core: decoding was most of the processor's CPU, and one loop doing everything was the
-//! pipeline's bottleneck. Each message's work after the call (await
-//! the answer, ack or dead-letter) runs in a task of a `JoinSet` the processor owns.
+//! pipeline's bottleneck. Each message's work after the call (await the answer, ack or
+//! dead-letter) runs in a task of a `JoinSet` the processor owns.
 //!
 //! With a batch layer in the service, items wait in the open batch while they count as in
 //! flight, so `max_in_flight` caps the batch size: give it room for a few full batches (e.g.
@@ -201,22 +201,8 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, settled: Result<Settled, tokio::task::JoinError>) {
-        let ack_failed = match settled {
-            Ok(Settled::Delivered { ack_failed }) => {
-                self.delivered += 1;
-                ack_failed
-            }
-            Ok(Settled::DeadLettered { stage, ack_failed }) => {
-                match stage {
-                    Stage::Decode => self.decode_failures += 1,
-                    Stage::Deliver => self.delivery_failures += 1,
-                }
-                ack_failed
-            }
-            Ok(Settled::Unacknowledged { ack_failed }) => {
-                self.unacknowledged += 1;
-                ack_failed
-            }
+        match settled {
+            Ok(settled) => self.add(settled),
             Err(e) => {
                 // Aborted at the end of the grace period, or a panic (a bug): its handle was
                 // dropped, which counts as a nack.
@@ -224,7 +210,26 @@ impl Tally {
                     tracing::error!(error = %e, "a message task panicked; the message stays unacknowledged");
                 }
                 self.unacknowledged += 1;
-                false
+            }
+        }
+    }
+
+    fn add(&mut self, settled: Settled) {
+        let ack_failed = match settled {
+            Settled::Delivered { ack_failed } => {
+                self.delivered += 1;
+                ack_failed
+            }
+            Settled::DeadLettered { stage, ack_failed } => {
+                match stage {
+                    Stage::Decode => self.decode_failures += 1,
+                    Stage::Deliver => self.delivery_failures += 1,
+                }
+                ack_failed
+            }
+            Settled::Unacknowledged { ack_failed } => {
+                self.unacknowledged += 1;
+                ack_failed
             }
         };
         self.ack_errors += u64::from(ack_failed);
@@ -366,9 +371,7 @@ where
                             error: e.to_string(),
                         });
                     }
-                    tally.unacknowledged += 1;
-                    tally.ack_errors += u64::from(settle::nack_ok(ack, &position).await);
-                    progress.settled(&Settled::Unacknowledged { ack_failed: false });
+                    tally.add(settle::not_handed_over(ack, &position, &progress).await);
                     break;
                 }
             }
@@ -377,9 +380,7 @@ where
         halt_reading.cancel();
         reads.close();
         while let Some(r) = reads.next().await {
-            tally.unacknowledged += 1;
-            tally.ack_errors += u64::from(settle::nack_ok(r.ack, &r.position).await);
-            progress.settled(&Settled::Unacknowledged { ack_failed: false });
+            tally.add(settle::not_handed_over(r.ack, &r.position, &progress).await);
         }
         tally.unacknowledged += reads.lost;
         for _ in 0..reads.lost {

@@ -242,11 +242,12 @@ impl<A: crate::source::Acknowledge, D: Decode> Reader<A, D> {
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
         let Ok(slot) = self.out.reserve().await else {
             for u in chunk {
+                let Message { ack, position, .. } = u.message;
                 self.nacked += 1;
-                let position = u.message.position;
-                self.nack_errors += u64::from(settle::nack_ok(u.message.ack, &position).await);
-                self.progress
-                    .settled(&settle::Settled::Unacknowledged { ack_failed: false });
+                let settled = settle::not_handed_over(ack, &position, &self.progress).await;
+                if let settle::Settled::Unacknowledged { ack_failed: true } = settled {
+                    self.nack_errors += 1;
+                }
             }
             return;
         };

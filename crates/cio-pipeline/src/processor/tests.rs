@@ -315,27 +315,7 @@ async fn a_service_that_fails_readiness_stops_the_run_and_the_message_in_hand_is
 
 #[tokio::test(start_paused = true)]
 async fn messages_read_before_shutdown_are_still_handed_over_within_the_drain_deadline() {
-    let source = numbers(100);
-    let acks = source.ack_log();
-    // One call at a time, each taking 1 s: at the stop (0.2 s), message 0 is in the service,
-    // message 1 waits for readiness and the rest wait behind it, read ahead.
-    let service = tower::ServiceBuilder::new()
-        .layer(cio_layers::concurrency::ConcurrencyLimitLayer::new(1))
-        .service(tower::service_fn(|_: u32| async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok::<_, Infallible>(())
-        }));
-    let shutdown = CancellationToken::new();
-    let stopper = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stopper.cancel();
-    });
-    let started = Instant::now();
-    let report = Processor::new(source, parse, service, InMemory::new())
-        .drain_deadline(Duration::from_secs(5))
-        .run(shutdown)
-        .await;
+    let (report, acks, took) = stop_at_200_ms_one_slow_call_at_a_time(Duration::from_secs(5)).await;
     // The reader read all 100 ahead. Everything read is still handed to the service until the
     // drain deadline (0.2 s + 5 s): messages 0 to 5 are taken (one a second), 0 to 4 answered;
     // at the deadline message 5 is abandoned and the rest, never handed over, nacked.
@@ -346,7 +326,7 @@ async fn messages_read_before_shutdown_are_still_handed_over_within_the_drain_de
     );
     assert_eq!(report.stop, StopReason::Cancelled);
     assert!(report.is_balanced());
-    assert_eq!(started.elapsed(), Duration::from_millis(5200));
+    assert_eq!(took, Duration::from_millis(5200));
     let mut acked = acks.acked();
     acked.sort_unstable();
     assert_eq!(acked, [0, 1, 2, 3, 4]);
@@ -355,6 +335,26 @@ async fn messages_read_before_shutdown_are_still_handed_over_within_the_drain_de
     assert_eq!(nacked, (5..100).collect::<Vec<_>>());
 
     // With a deadline shorter than the wait, the message in hand is nacked at the deadline.
+    let (report, acks, took) =
+        stop_at_200_ms_one_slow_call_at_a_time(Duration::from_millis(500)).await;
+    assert_eq!(
+        (report.read, report.delivered, report.unacknowledged),
+        (100, 0, 100),
+        "{report:?}"
+    );
+    assert!(report.is_balanced());
+    assert_eq!(took, Duration::from_millis(700));
+    let mut nacked = acks.nacked();
+    nacked.sort_unstable();
+    assert_eq!(nacked, (0..100).collect::<Vec<_>>());
+}
+
+/// 100 messages into a service taking one call at a time, each taking 1 s, with shutdown at
+/// 0.2 s: message 0 is then in the service, message 1 waits for readiness and the rest wait
+/// behind it, read ahead. Returns the report, the acks and how long the run took.
+async fn stop_at_200_ms_one_slow_call_at_a_time(
+    drain: Duration,
+) -> (Report, crate::source::AckLog, Duration) {
     let source = numbers(100);
     let acks = source.ack_log();
     let service = tower::ServiceBuilder::new()
@@ -371,25 +371,16 @@ async fn messages_read_before_shutdown_are_still_handed_over_within_the_drain_de
     });
     let started = Instant::now();
     let report = Processor::new(source, parse, service, InMemory::new())
-        .drain_deadline(Duration::from_millis(500))
+        .drain_deadline(drain)
         .run(shutdown)
         .await;
-    assert_eq!(
-        (report.read, report.delivered, report.unacknowledged),
-        (100, 0, 100),
-        "{report:?}"
-    );
-    assert!(report.is_balanced());
-    assert_eq!(started.elapsed(), Duration::from_millis(700));
-    let mut nacked = acks.nacked();
-    nacked.sort_unstable();
-    assert_eq!(nacked, (0..100).collect::<Vec<_>>());
+    (report, acks, started.elapsed())
 }
 
 #[tokio::test(start_paused = true)]
 async fn work_in_flight_settles_while_the_source_has_nothing_to_give() {
-    // The processor polls each message's work alongside reading: a source that waits for its
-    // next message must not hold back the settlement of those already read.
+    // Each message's work runs alongside reading: a source that waits for its next message must
+    // not hold back the settlement of those already read.
     let (tx, source) = crate::source::channel(8);
     let service = tower::service_fn(|n: u32| async move {
         tokio::time::sleep(Duration::from_millis(u64::from(n))).await;
