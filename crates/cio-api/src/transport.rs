@@ -1,4 +1,6 @@
-//! The HTTP transport every client shares: hyper-util's pooled client over rustls.
+//! The HTTP transport every client shares: a lean HTTP/1.1 client of its own for `http://`
+//! (the mock, a local proxy or sidecar; see [`h1`]), hyper-util's pooled client over rustls for
+//! `https://`.
 //!
 //! - Keep-alive connections are pooled and reused; a request that fails because the server had
 //!   closed the idle connection it was written to (the `RemoteDisconnected` race) is sent once
@@ -22,6 +24,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::Error;
 use crate::validate::Limits;
+
+mod h1;
 
 /// Settings shared by every client.
 #[derive(Clone, Debug)]
@@ -76,6 +80,10 @@ struct Inner {
     /// `User-Agent`, `Content-Type` and `Accept`, built once: each request clones them (cheaper
     /// than hashing each name into a new map).
     headers: HeaderMap,
+    /// The same headers as HTTP/1.1 lines, for the `http://` client.
+    header_lines: Vec<u8>,
+    /// Idle connections of the `http://` client.
+    pool: h1::Pool,
     max_redirects: usize,
     max_response_bytes: usize,
 }
@@ -116,11 +124,20 @@ impl Transport {
             http::header::ACCEPT,
             HeaderValue::from_static("application/json"),
         );
+        let mut header_lines = Vec::new();
+        for (name, value) in &headers {
+            header_lines.extend_from_slice(name.as_str().as_bytes());
+            header_lines.extend_from_slice(b": ");
+            header_lines.extend_from_slice(value.as_bytes());
+            header_lines.extend_from_slice(b"\r\n");
+        }
         Transport {
             client,
             inner: Arc::new(Inner {
                 timeout: options.timeout,
                 headers,
+                header_lines,
+                pool: h1::Pool::new(options.pool_idle_timeout),
                 max_redirects: options.max_redirects,
                 max_response_bytes: options.max_response_bytes,
             }),
@@ -174,9 +191,13 @@ impl Transport {
         let origin: Uri = parse_uri(url)?;
         let mut current = origin.clone();
         for _ in 0..=self.inner.max_redirects {
-            let resp = self
-                .send_once(method.clone(), &current, auth, body.clone())
-                .await?;
+            let resp = if current.scheme() == Some(&http::uri::Scheme::HTTP) {
+                self.send_plain(&method, &current, auth, body.as_ref())
+                    .await?
+            } else {
+                self.send_once(method.clone(), &current, auth, body.clone())
+                    .await?
+            };
             if !resp.status.is_redirection() || resp.status == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -200,6 +221,53 @@ impl Transport {
             location: current.to_string(),
             reason: "too many redirects",
         })
+    }
+
+    /// One request over plain HTTP/1.1, on a pooled connection when one is idle.
+    async fn send_plain(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        auth: &HeaderValue,
+        body: Option<&Bytes>,
+    ) -> Result<RawResponse, Error> {
+        let head = h1::RequestHead {
+            fixed: &self.inner.header_lines,
+            auth,
+            max_response_bytes: self.inner.max_response_bytes,
+        };
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut stale_retry_left = true;
+        loop {
+            let (mut conn, reused) = match self.inner.pool.checkout(authority) {
+                Some(conn) => (conn, true),
+                None => {
+                    let conn = h1::Conn::connect(uri).await.map_err(|e| Error::Connect {
+                        url: uri.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    (conn, false)
+                }
+            };
+            match conn.exchange(method, uri, &head, body).await {
+                Ok((resp, keep_alive)) => {
+                    if keep_alive {
+                        self.inner.pool.checkin(conn);
+                    }
+                    return Ok(resp);
+                }
+                Err(f) if reused && stale_retry_left && f.nothing_received => {
+                    tracing::debug!(url = %uri, error = %f.reason, "pooled connection was closed by the server; retrying once on a new one");
+                    stale_retry_left = false;
+                }
+                Err(f) => {
+                    return Err(Error::Transport {
+                        url: uri.to_string(),
+                        reason: f.reason,
+                    })
+                }
+            }
+        }
     }
 
     async fn send_once(

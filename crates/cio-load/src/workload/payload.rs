@@ -226,20 +226,11 @@ impl PayloadGenerator {
     /// `load-{n}`: built by hand, as every payload needs one (`format!` costs more than the rest).
     fn pick_person(&self, rng: &mut SmallRng) -> String {
         let n = rng.gen_range(0..self.spec.ids.max(1));
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let mut person = String::with_capacity("load-".len() + digits.len() - at);
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        let mut person = String::with_capacity("load-".len() + digits.len());
         person.push_str("load-");
-        person.extend(digits[at..].iter().map(|d| char::from(*d)));
+        person.push_str(digits);
         person
     }
 
