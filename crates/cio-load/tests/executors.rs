@@ -301,3 +301,35 @@ async fn safety_bounds_refuse_or_stop() {
     assert_eq!(report.scenarios["busy"].started, 50);
     assert!(report.aborted.unwrap().contains("max_iterations"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_iteration_is_reported_and_its_vu_goes_on() {
+    // One VU, 10 iterations a second for 1 s, every third panics: the VU must take every
+    // iteration still (none dropped), and the panics must be reported, not lost.
+    let report = LoadTest::new()
+        .scenario(Scenario::new(
+            "buggy",
+            constant(10, 1.0, 1, 1),
+            workload_fn(|it| async move {
+                let sent = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert!(it.number % 3 != 1, "a bug in the workload");
+                Outcome::success("sleep", "200", sent)
+            }),
+        ))
+        .run()
+        .await
+        .unwrap();
+    let s = &report.scenarios["buggy"];
+    assert_eq!(s.started, 10, "{s:?}");
+    assert_eq!(s.dropped_iterations, 0, "{s:?}");
+    assert_eq!(s.iterations, 7, "{s:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("panicked") && w.contains("buggy")),
+        "{:?}",
+        report.warnings
+    );
+}
