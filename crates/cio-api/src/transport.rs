@@ -188,15 +188,23 @@ impl Transport {
         auth: &HeaderValue,
         mut body: Option<Bytes>,
     ) -> Result<RawResponse, Error> {
-        let origin: Uri = parse_uri(url)?;
-        let mut current = origin.clone();
+        let mut current = std::borrow::Cow::Borrowed(url);
         for _ in 0..=self.inner.max_redirects {
-            let resp = if current.scheme() == Some(&http::uri::Scheme::HTTP) {
-                self.send_plain(&method, &current, auth, body.as_ref())
-                    .await?
-            } else {
-                self.send_once(method.clone(), &current, auth, body.clone())
-                    .await?
+            let resp = match h1::Target::parse(&current) {
+                Some(target) => {
+                    self.send_plain(&method, target, auth, body.as_ref())
+                        .await?
+                }
+                None => {
+                    let uri = parse_uri(&current)?;
+                    if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+                        self.send_plain(&method, plain_target(&current, &uri)?, auth, body.as_ref())
+                            .await?
+                    } else {
+                        self.send_once(method.clone(), &uri, auth, body.clone())
+                            .await?
+                    }
+                }
             };
             if !resp.status.is_redirection() || resp.status == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
@@ -204,8 +212,8 @@ impl Transport {
             let Some(location) = resp.headers.get(LOCATION).and_then(|l| l.to_str().ok()) else {
                 return Ok(resp);
             };
-            let next = resolve(&current, location)?;
-            if !redirect_allowed(&origin, &next) {
+            let next = resolve(&parse_uri(&current)?, location)?;
+            if !redirect_allowed(&parse_uri(url)?, &next) {
                 return Err(Error::Redirect {
                     location: location.to_owned(),
                     reason: "not the same origin and not an https://*.customer.io host",
@@ -215,10 +223,10 @@ impl Transport {
                 method = Method::GET;
                 body = None;
             }
-            current = next;
+            current = std::borrow::Cow::Owned(next.to_string());
         }
         Err(Error::Redirect {
-            location: current.to_string(),
+            location: current.into_owned(),
             reason: "too many redirects",
         })
     }
@@ -227,7 +235,7 @@ impl Transport {
     async fn send_plain(
         &self,
         method: &Method,
-        uri: &Uri,
+        target: h1::Target<'_>,
         auth: &HeaderValue,
         body: Option<&Bytes>,
     ) -> Result<RawResponse, Error> {
@@ -236,20 +244,22 @@ impl Transport {
             auth,
             max_response_bytes: self.inner.max_response_bytes,
         };
-        let authority = uri.authority().map_or("", |a| a.as_str());
         let mut stale_retry_left = true;
         loop {
-            let (mut conn, reused) = match self.inner.pool.checkout(authority) {
+            let (mut conn, reused) = match self.inner.pool.checkout(target.authority) {
                 Some(conn) => (conn, true),
                 None => {
-                    let conn = h1::Conn::connect(uri).await.map_err(|e| Error::Connect {
-                        url: uri.to_string(),
-                        reason: e.to_string(),
-                    })?;
+                    let conn =
+                        h1::Conn::connect(target.authority)
+                            .await
+                            .map_err(|e| Error::Connect {
+                                url: target.url.to_owned(),
+                                reason: e.to_string(),
+                            })?;
                     (conn, false)
                 }
             };
-            match conn.exchange(method, uri, &head, body).await {
+            match conn.exchange(method, target.path, &head, body).await {
                 Ok((resp, keep_alive)) => {
                     if keep_alive {
                         self.inner.pool.checkin(conn);
@@ -257,12 +267,12 @@ impl Transport {
                     return Ok(resp);
                 }
                 Err(f) if reused && stale_retry_left && f.nothing_received => {
-                    tracing::debug!(url = %uri, error = %f.reason, "pooled connection was closed by the server; retrying once on a new one");
+                    tracing::debug!(url = %target.url, error = %f.reason, "pooled connection was closed by the server; retrying once on a new one");
                     stale_retry_left = false;
                 }
                 Err(f) => {
                     return Err(Error::Transport {
-                        url: uri.to_string(),
+                        url: target.url.to_owned(),
                         reason: f.reason,
                     })
                 }
@@ -356,6 +366,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The plain-HTTP target of a URL [`h1::Target::parse`] did not take but [`Uri`] accepts.
+fn plain_target<'a>(url: &'a str, uri: &'a Uri) -> Result<h1::Target<'a>, Error> {
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(Error::Transport {
+            // Not `url`: it may hold a password.
+            url: format!("http://{}{}", uri.host().unwrap_or_default(), uri.path()),
+            reason: "a URL without a host, or with credentials in it, is not sent (the client adds its own credentials)".into(),
+        });
+    }
+    Ok(h1::Target {
+        url,
+        authority,
+        path: uri.path_and_query().map_or("/", |p| p.as_str()),
+    })
 }
 
 fn parse_uri(url: &str) -> Result<Uri, Error> {

@@ -25,8 +25,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{HeaderMap, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,6 +44,39 @@ const READ_SIZE: usize = 16 * 1024;
 const COALESCE_BODY: usize = 16 * 1024;
 /// Response bodies up to this size are copied out, so the read buffer is reused as it is.
 const COPY_BODY: usize = 4 * 1024;
+
+/// Where a plain-HTTP request goes, read straight off its URL.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Target<'a> {
+    /// The whole URL, for error messages.
+    pub url: &'a str,
+    /// `host[:port]`: the `Host` header and the pool's key.
+    pub authority: &'a str,
+    /// Path and query, as sent on the request line.
+    pub path: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// Splits an `http://host[:port]/path?query` URL without building a [`Uri`]. `None` for
+    /// anything else (another scheme, credentials in the URL, a fragment, bytes a request line
+    /// cannot carry), which then goes through `http::Uri`'s parser and its errors.
+    pub(super) fn parse(url: &'a str) -> Option<Target<'a>> {
+        let rest = url.strip_prefix("http://")?;
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let authority_ok = !authority.is_empty()
+            && authority.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+            });
+        let path_ok = path.starts_with('/') || path.is_empty();
+        let sendable = path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#');
+        (authority_ok && path_ok && sendable).then_some(Target {
+            url,
+            authority,
+            path: if path.is_empty() { "/" } else { path },
+        })
+    }
+}
 
 /// Why an exchange failed.
 pub(super) struct Failure {
@@ -152,11 +186,11 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// Connects to the authority (`host[:port]`, port 80 by default) of `uri`.
-    pub(super) async fn connect(uri: &Uri) -> io::Result<Conn> {
-        let authority = uri
-            .authority()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL has no host"))?;
+    /// Connects to `authority` (`host[:port]`, port 80 by default).
+    pub(super) async fn connect(authority: &str) -> io::Result<Conn> {
+        let authority: Authority = authority.parse().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("invalid host: {e}"))
+        })?;
         let stream = match authority.port_u16() {
             Some(_) => TcpStream::connect(authority.as_str()).await?,
             None => TcpStream::connect((authority.host().trim_matches(['[', ']']), 80)).await?,
@@ -189,11 +223,11 @@ impl Conn {
     pub(super) async fn exchange(
         &mut self,
         method: &Method,
-        uri: &Uri,
+        path: &str,
         head: &RequestHead<'_>,
         body: Option<&Bytes>,
     ) -> Result<(RawResponse, bool), Failure> {
-        self.write_request(method, uri, head, body)
+        self.write_request(method, path, head, body)
             .await
             .map_err(|e| Failure::io("writing the request", &e, true))?;
         self.read_response(method, head.max_response_bytes).await
@@ -202,11 +236,10 @@ impl Conn {
     async fn write_request(
         &mut self,
         method: &Method,
-        uri: &Uri,
+        path: &str,
         head: &RequestHead<'_>,
         body: Option<&Bytes>,
     ) -> io::Result<()> {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let body: &[u8] = body.map_or(&[], |b| b);
         let out = &mut self.out;
         out.clear();
@@ -264,13 +297,13 @@ impl Conn {
         max_body: usize,
     ) -> Result<(RawResponse, bool), Failure> {
         let mut received_any = !self.buf.is_empty();
-        let (status, version, headers) = loop {
+        let (status, headers, framing) = loop {
             if !self.buf.is_empty() {
-                if let Some((status, version, headers)) = self.parse_head()? {
-                    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(head) = self.parse_head()? {
+                    if head.0.is_informational() && head.0 != StatusCode::SWITCHING_PROTOCOLS {
                         continue;
                     }
-                    break (status, version, headers);
+                    break head;
                 }
             }
             match self.fill().await {
@@ -291,21 +324,21 @@ impl Conn {
                 }
             }
         };
-        let mut keep_alive = keeps_alive(version, &headers);
+        let mut keep_alive = framing.keeps_alive();
         let body = if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status.is_informational()
         {
             Bytes::new()
-        } else if let Some(te) = headers.get(TRANSFER_ENCODING) {
-            if last_coding_is_chunked(te) {
+        } else if let Some(chunked) = framing.chunked {
+            if chunked {
                 self.read_chunked(max_body).await?
             } else {
                 keep_alive = false;
                 self.read_to_end(max_body).await?
             }
-        } else if let Some(len) = content_length(&headers)? {
+        } else if let Some(len) = framing.content_length {
             self.read_exact_body(len, max_body).await?
         } else {
             keep_alive = false;
@@ -324,11 +357,16 @@ impl Conn {
     }
 
     /// Parses a complete response head at the start of the buffer and consumes it.
-    #[allow(clippy::type_complexity)]
-    fn parse_head(&mut self) -> Result<Option<(StatusCode, u8, HeaderMap)>, Failure> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(&self.buf) {
+    fn parse_head(&mut self) -> Result<Option<(StatusCode, HeaderMap, Framing)>, Failure> {
+        // Uninitialised slots: filling 64 empty headers first cost more than parsing three.
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &self.buf,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
                 return Err(Failure::protocol(format!(
@@ -341,9 +379,10 @@ impl Conn {
         let code = parsed.code.unwrap_or_default();
         let status = StatusCode::from_u16(code)
             .map_err(|_| Failure::protocol(format!("invalid status code {code}")))?;
-        let version = parsed.version.unwrap_or(1);
+        let mut framing = Framing::new(parsed.version.unwrap_or(1));
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
+            framing.see(h.name, h.value)?;
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| Failure::protocol(format!("invalid header name {:?}", h.name)))?;
             let value = HeaderValue::from_bytes(h.value)
@@ -351,7 +390,7 @@ impl Conn {
             headers.append(name, value);
         }
         self.buf.advance(len);
-        Ok(Some((status, version, headers)))
+        Ok(Some((status, headers, framing)))
     }
 
     async fn read_exact_body(&mut self, len: usize, max: usize) -> Result<Bytes, Failure> {
@@ -437,46 +476,74 @@ fn too_large(max: usize) -> Failure {
     Failure::protocol(format!("the response body is larger than {max} bytes"))
 }
 
-/// Whether the connection may carry another request after this response.
-fn keeps_alive(version: u8, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    if version >= 1 {
-        !has("close")
-    } else {
-        has("keep-alive")
-    }
+/// What the response head says about where its body ends and what follows it, gathered while
+/// the headers are read.
+struct Framing {
+    /// `Content-Length`, if given.
+    content_length: Option<usize>,
+    /// With `Transfer-Encoding`: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    http11: bool,
+    /// `Connection: close` was seen.
+    close: bool,
+    /// `Connection: keep-alive` was seen.
+    keep_alive: bool,
 }
 
-fn last_coding_is_chunked(te: &HeaderValue) -> bool {
-    te.to_str().is_ok_and(|s| {
-        s.rsplit(',')
-            .next()
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-    })
-}
-
-/// The `Content-Length`, if there is one; several that disagree, or one that is not a number, are
-/// an error (the body's end would be a guess).
-fn content_length(headers: &HeaderMap) -> Result<Option<usize>, Failure> {
-    let mut found = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let text = std::str::from_utf8(part).unwrap_or("").trim();
-            let n: usize = text
-                .parse()
-                .map_err(|_| Failure::protocol(format!("invalid Content-Length {text:?}")))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(Failure::protocol("conflicting Content-Length headers"));
-            }
-            found = Some(n);
+impl Framing {
+    fn new(version: u8) -> Framing {
+        Framing {
+            content_length: None,
+            chunked: None,
+            http11: version >= 1,
+            close: false,
+            keep_alive: false,
         }
     }
-    Ok(found)
+
+    /// Whether the connection may carry another request after this response: HTTP/1.1 unless
+    /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+    fn keeps_alive(&self) -> bool {
+        !self.close && (self.http11 || self.keep_alive)
+    }
+
+    fn see(&mut self, name: &str, value: &[u8]) -> Result<(), Failure> {
+        let tokens = || {
+            value
+                .split(|&b| b == b',')
+                .map(|t| t.trim_ascii())
+                .filter(|t| !t.is_empty())
+        };
+        if name.eq_ignore_ascii_case("content-length") {
+            // Several values that agree are allowed; disagreeing ones, or one that is not a
+            // number, make the body's end a guess.
+            for part in tokens() {
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        Failure::protocol(format!(
+                            "invalid Content-Length {:?}",
+                            String::from_utf8_lossy(part)
+                        ))
+                    })?;
+                if self.content_length.is_some_and(|f| f != n) {
+                    return Err(Failure::protocol("conflicting Content-Length headers"));
+                }
+                self.content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if let Some(last) = tokens().next_back() {
+                self.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for t in tokens() {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The size on a chunk's size line (hexadecimal, extensions after `;` ignored).
@@ -494,6 +561,7 @@ fn chunk_size(line: &[u8]) -> Result<usize, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Uri;
     use tokio::net::TcpListener;
 
     /// A server that reads one request head per `answers` entry and writes that answer verbatim.
@@ -546,7 +614,8 @@ mod tests {
     async fn exchange(conn: &mut Conn, uri: &Uri) -> Result<(RawResponse, bool), Failure> {
         let auth = HeaderValue::from_static("Basic eA==");
         let body = Bytes::from_static(b"{\"a\":1}");
-        conn.exchange(&Method::POST, uri, &head(&auth), Some(&body))
+        let path = uri.path_and_query().unwrap().as_str();
+        conn.exchange(&Method::POST, path, &head(&auth), Some(&body))
             .await
     }
 
@@ -567,7 +636,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
         ])
         .await;
-        let mut conn = Conn::connect(&uri).await.unwrap();
+        let mut conn = Conn::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
         let mut answers = Vec::new();
         for _ in 0..4 {
             answers.push(answered(&mut conn, &uri).await);
@@ -632,7 +703,9 @@ mod tests {
             (b"garbage\r\n\r\n", "invalid response head"),
         ] {
             let (uri, _server) = server(vec![answer]).await;
-            let mut conn = Conn::connect(&uri).await.unwrap();
+            let mut conn = Conn::connect(uri.authority().unwrap().as_str())
+                .await
+                .unwrap();
             // The server closes its side after its one answer, which is what ends "short".
             let failure = match exchange(&mut conn, &uri).await {
                 Ok(_) => panic!("{answer:?} was accepted"),
@@ -651,7 +724,9 @@ mod tests {
     async fn a_connection_the_server_closed_is_not_handed_out_again() {
         let (uri, server) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
         let pool = Pool::new(Duration::from_secs(30));
-        let mut conn = Conn::connect(&uri).await.unwrap();
+        let mut conn = Conn::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
         assert!(answered(&mut conn, &uri).await.1);
         let authority = uri.authority().unwrap().as_str();
         pool.checkin(conn);
@@ -671,7 +746,11 @@ mod tests {
         let (uri, _server) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
         let authority = uri.authority().unwrap().as_str().to_owned();
         let pool = Pool::new(Duration::from_millis(100));
-        pool.checkin(Conn::connect(&uri).await.unwrap());
+        pool.checkin(
+            Conn::connect(uri.authority().unwrap().as_str())
+                .await
+                .unwrap(),
+        );
         assert!(pool.checkout("127.0.0.1:1").is_none());
         let conn = pool.checkout(&authority).expect("the open connection");
         pool.checkin(conn);
@@ -681,6 +760,29 @@ mod tests {
             "an expired connection was reused"
         );
         assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[test]
+    fn plain_urls_are_split_without_a_uri_and_odd_ones_left_to_it() {
+        let t = Target::parse("http://127.0.0.1:7070/api/v1/customers/a%20b/events?x=1").unwrap();
+        assert_eq!(
+            (t.authority, t.path),
+            ("127.0.0.1:7070", "/api/v1/customers/a%20b/events?x=1")
+        );
+        let t = Target::parse("http://[::1]:80").unwrap();
+        assert_eq!((t.authority, t.path), ("[::1]:80", "/"));
+        for odd in [
+            "https://track.customer.io/api/v1",
+            "http://user:pass@host/x",
+            "http:///x",
+            "http://host/a b",
+            "http://host/a\r\nx: y",
+            "http://host/a#frag",
+            "http://host?q=1",
+            "HTTP://host/x",
+        ] {
+            assert!(Target::parse(odd).is_none(), "{odd}");
+        }
     }
 
     #[test]

@@ -27,7 +27,6 @@
 pub(crate) mod trend;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -204,7 +203,8 @@ fn micros(d: Duration) -> u64 {
 }
 
 struct State {
-    totals: HashMap<Key, Series>,
+    /// By (operation, status): a handful of keys, found faster by a scan than by hashing.
+    totals: Vec<(Key, Series)>,
     window: Series,
 }
 
@@ -231,7 +231,7 @@ impl ScenarioMetrics {
         ScenarioMetrics {
             name,
             state: Mutex::new(State {
-                totals: HashMap::new(),
+                totals: Vec::new(),
                 window: Series::new(),
             }),
             started: AtomicU64::new(0),
@@ -252,11 +252,15 @@ impl ScenarioMetrics {
         let mut state = self.lock();
         let State { totals, window } = &mut *state;
         window.record(outcome, latency, service);
-        let key = (outcome.operation.clone(), outcome.status.clone());
-        totals
-            .entry(key)
-            .or_insert_with(Series::new)
-            .record(outcome, latency, service);
+        let found = totals
+            .iter()
+            .position(|((op, st), _)| *op == outcome.operation && *st == outcome.status);
+        let i = found.unwrap_or_else(|| {
+            let key = (outcome.operation.clone(), outcome.status.clone());
+            totals.push((key, Series::new()));
+            totals.len() - 1
+        });
+        totals[i].1.record(outcome, latency, service);
     }
 
     /// A VU started an iteration: count it and the peak.

@@ -13,7 +13,7 @@ use cio_api::{
     Operation, PersonIdentifier, TransactionalMessage,
 };
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
 
 /// The operations a scenario can mix.
@@ -151,6 +151,10 @@ pub struct PayloadGenerator {
 }
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const _: () = assert!(
+    ALPHABET.len() == 36,
+    "attribute values are drawn as base-36 digits"
+);
 const CROCKFORD: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 impl PayloadGenerator {
@@ -238,8 +242,16 @@ impl PayloadGenerator {
         let mut attrs = Attributes::new();
         for key in &self.attribute_keys {
             let mut value = String::with_capacity(self.spec.attribute_bytes as usize);
+            // Twelve base-36 digits from each random u64 (36^12 < 2^64): one draw per twelve
+            // characters rather than one each.
+            let (mut bits, mut left) = (0u64, 0);
             for _ in 0..self.spec.attribute_bytes {
-                value.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+                if left == 0 {
+                    (bits, left) = (rng.next_u64(), 12);
+                }
+                value.push(char::from(ALPHABET[(bits % 36) as usize]));
+                bits /= 36;
+                left -= 1;
             }
             attrs.insert(key.clone(), Value::String(value));
         }
