@@ -12,8 +12,10 @@
 //! | [`Region`], credentials | where requests go and how they authenticate (secrets never in `Debug`) |
 //! | [`Error`] | one error type with [`Error::is_retryable`] and [`Error::retry_after`] |
 //!
-//! All clients share a pooled hyper-util [`Transport`] (keep-alive, rustls, a whole-request
-//! timeout of 10 s by default, redirects only within `*.customer.io`).
+//! All clients share a pooled [`Transport`]: keep-alive connections, a whole-request timeout of
+//! 10 s by default, redirects only within `*.customer.io`. `https://` goes through hyper-util and
+//! rustls. `http://` (the mock, a local proxy) goes through a lean HTTP/1.1 client of its own,
+//! in which the calling task writes the request and reads the answer itself.
 //!
 //! ```
 //! use cio_api::{Limits, Operation, ValidationError};
