@@ -77,6 +77,10 @@ pub enum Executor {
         start_vus: u32,
         /// The ramp.
         stages: Vec<Stage>,
+        /// How long a VU removed by a ramp-down may take to finish the iteration it is running
+        /// before that iteration is interrupted (k6's `gracefulRampDown`;
+        /// [`DEFAULT_GRACEFUL_RAMP_DOWN`] in scenario files).
+        graceful_ramp_down: Duration,
     },
 }
 
@@ -116,9 +120,9 @@ impl Executor {
             Executor::ConstantArrivalRate { max_vus, .. }
             | Executor::RampingArrivalRate { max_vus, .. } => *max_vus,
             Executor::ConstantVus { vus, .. } => *vus,
-            Executor::RampingVus { start_vus, stages } => {
-                stages.iter().map(|s| s.target).fold(*start_vus, u32::max)
-            }
+            Executor::RampingVus {
+                start_vus, stages, ..
+            } => stages.iter().map(|s| s.target).fold(*start_vus, u32::max),
         }
     }
 
@@ -314,6 +318,9 @@ impl std::fmt::Debug for Scenario {
 
 /// k6's default `gracefulStop`.
 pub const DEFAULT_GRACEFUL_STOP: Duration = Duration::from_secs(30);
+
+/// `graceful_ramp_down` when a `ramping-vus` scenario does not set it (k6's default).
+pub const DEFAULT_GRACEFUL_RAMP_DOWN: Duration = Duration::from_secs(30);
 
 impl Scenario {
     /// A scenario starting at once, with k6's default graceful stop of 30 s.

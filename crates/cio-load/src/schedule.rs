@@ -77,7 +77,9 @@ impl Iterator for ArrivalSchedule {
 pub fn target_vus(executor: &Executor, t: Duration) -> Option<u32> {
     match executor {
         Executor::ConstantVus { vus, duration } => (t < *duration).then_some(*vus),
-        Executor::RampingVus { start_vus, stages } => {
+        Executor::RampingVus {
+            start_vus, stages, ..
+        } => {
             let mut from = f64::from(*start_vus);
             let mut start = Duration::ZERO;
             for s in stages {
@@ -171,6 +173,7 @@ mod tests {
         let e = Executor::RampingVus {
             start_vus: 0,
             stages: vec![Stage::new(10, secs(1.0)), Stage::new(10, secs(1.0))],
+            graceful_ramp_down: secs(30.0),
         };
         assert_eq!(target_vus(&e, secs(0.0)), Some(0));
         assert_eq!(target_vus(&e, secs(0.55)), Some(5));

@@ -50,6 +50,11 @@ gracefulStop = "1s"
 [scenarios.b]
 executor = "ramping-vus"
 stages = [{ target = 3, duration = "10s" }]
+
+[scenarios.c]
+executor = "ramping-vus"
+stages = [{ target = 3, duration = "10s" }]
+gracefulRampDown = "2s"
 "#,
     )
     .unwrap();
@@ -72,7 +77,21 @@ stages = [{ target = 3, duration = "10s" }]
         Executor::RampingVus {
             start_vus: 1,
             stages: vec![cio_load::Stage::new(3, Duration::from_secs(10))],
+            graceful_ramp_down: Duration::from_secs(30),
         }
+    );
+    assert!(matches!(
+        plan.scenarios[2].executor,
+        Executor::RampingVus { graceful_ramp_down, .. } if graceful_ramp_down == Duration::from_secs(2)
+    ));
+    // Only ramping-vus ramps VUs down.
+    let p = problems("[scenarios.x]\nexecutor = \"constant-vus\"\nvus = 2\nduration = \"1s\"\ngraceful_ramp_down = \"1s\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    let shown = p[0].to_string();
+    assert!(
+        shown.starts_with("plan.toml:5:1: `scenarios.x.graceful_ramp_down`: ")
+            && shown.contains("belongs to ramping-vus"),
+        "{shown}"
     );
     assert_eq!(plan.target.endpoint, Endpoint::Mock);
 }

@@ -176,6 +176,7 @@ async fn closed_model_vus_loop_and_ramp() {
                 Executor::RampingVus {
                     start_vus: 0,
                     stages: vec![Stage::new(4, secs(1.0)), Stage::new(4, secs(1.0))],
+                    graceful_ramp_down: secs(30.0),
                 },
                 sleeping(Duration::from_millis(100)),
             )
@@ -332,4 +333,32 @@ async fn a_panicking_iteration_is_reported_and_its_vu_goes_on() {
         "{:?}",
         report.warnings
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ramped_down_vu_gets_graceful_ramp_down_to_finish() {
+    // Two VUs start 5 s iterations at once; after 1 s the ramp wants one. The VU removed has
+    // `graceful_ramp_down` to finish: 0.5 s is too short (interrupted), 10 s is enough.
+    for (grace, completed, interrupted) in [(0.5, 1, 1), (10.0, 2, 0)] {
+        let report = LoadTest::new()
+            .scenario(Scenario::new(
+                "ramp",
+                Executor::RampingVus {
+                    start_vus: 2,
+                    stages: vec![Stage::new(2, secs(1.0)), Stage::new(1, secs(2.0))],
+                    graceful_ramp_down: secs(grace),
+                },
+                sleeping(Duration::from_secs(5)),
+            ))
+            .run()
+            .await
+            .unwrap();
+        let s = &report.scenarios["ramp"];
+        assert_eq!(s.started, 2, "grace {grace}: {s:?}");
+        assert_eq!(s.iterations, completed, "grace {grace}: {s:?}");
+        assert_eq!(
+            s.interrupted_iterations, interrupted,
+            "grace {grace}: {s:?}"
+        );
+    }
 }

@@ -141,6 +141,8 @@ pub(crate) struct FileScenario {
     pub start_vus: Option<u32>,
     #[serde(alias = "gracefulStop")]
     pub graceful_stop: Option<Dur>,
+    #[serde(alias = "gracefulRampDown")]
+    pub graceful_ramp_down: Option<Dur>,
     #[serde(alias = "startTime")]
     pub start_time: Option<Dur>,
     #[serde(default)]

@@ -12,7 +12,7 @@ use super::file::{FilePlan, FileScenario, FileThreshold};
 use super::locate::FieldPath;
 use super::{MockOptions, Plan, ScenarioPlan, TargetSpec};
 use crate::run::Bounds;
-use crate::scenario::{Executor, Stage, DEFAULT_GRACEFUL_STOP};
+use crate::scenario::{Executor, Stage, DEFAULT_GRACEFUL_RAMP_DOWN, DEFAULT_GRACEFUL_STOP};
 use crate::target::Endpoint;
 use crate::threshold::Threshold;
 
@@ -214,7 +214,7 @@ fn scenario(
         return None;
     }
     // Which fields apply to which executor, as k6 has them.
-    let fields: [(&str, bool, &[&str]); 9] = [
+    let fields: [(&str, bool, &[&str]); 10] = [
         ("rate", s.rate.is_some(), &["constant-arrival-rate"]),
         (
             "start_rate",
@@ -248,6 +248,11 @@ fn scenario(
         ),
         ("vus", s.vus.is_some(), &["constant-vus"]),
         ("start_vus", s.start_vus.is_some(), &["ramping-vus"]),
+        (
+            "graceful_ramp_down",
+            s.graceful_ramp_down.is_some(),
+            &["ramping-vus"],
+        ),
     ];
     for (field, present, applies) in fields {
         if present && !applies.contains(&kind) {
@@ -332,6 +337,10 @@ fn scenario(
             Executor::RampingVus {
                 start_vus: s.start_vus.unwrap_or(1),
                 stages,
+                graceful_ramp_down: s
+                    .graceful_ramp_down
+                    .map(|d| d.0)
+                    .unwrap_or(DEFAULT_GRACEFUL_RAMP_DOWN),
             }
         }
     };
