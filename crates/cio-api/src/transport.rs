@@ -4,7 +4,11 @@
 //!
 //! - Keep-alive connections are pooled and reused; a request that fails because the server had
 //!   closed the idle connection it was written to (the `RemoteDisconnected` race) is sent once
-//!   more on a fresh connection.
+//!   more on a fresh connection. On `http://` that happens only when the server cannot have acted
+//!   on it: the request did not get out whole, or nothing came back and the method is idempotent
+//!   (`PUT`, `DELETE`, `GET`). A `POST` that met a closed connection is an [`Error::Transport`]
+//!   for the caller's retry policy to weigh: the App API client, for one, does not resend a
+//!   message that may have gone out.
 //! - One timeout covers the whole exchange: connecting, redirects, and reading the body.
 //! - Redirects are followed only to the same origin or to an `https://*.customer.io` host;
 //!   anything else is refused, so credentials never leave for another host.
@@ -246,7 +250,14 @@ impl Transport {
         };
         let mut stale_retry_left = true;
         loop {
-            let (mut conn, reused) = match self.inner.pool.checkout(target.authority) {
+            // The retry after a stale connection always takes a new one: another idle one may be
+            // just as stale.
+            let pooled = if stale_retry_left {
+                self.inner.pool.checkout(target.authority)
+            } else {
+                None
+            };
+            let (mut conn, reused) = match pooled {
                 Some(conn) => (conn, true),
                 None => {
                     let conn =
@@ -266,7 +277,15 @@ impl Transport {
                     }
                     return Ok(resp);
                 }
-                Err(f) if reused && stale_retry_left && f.nothing_received => {
+                // Sent again only if the server cannot have acted on it: the request did not get
+                // out whole, or nothing came back and the method is idempotent. A POST whose
+                // connection closed without an answer may have been processed (a transactional
+                // send twice is worse than an error the caller's retry policy can weigh).
+                Err(f)
+                    if reused
+                        && stale_retry_left
+                        && (f.unsent || (f.nothing_received && method.is_idempotent())) =>
+                {
                     tracing::debug!(url = %target.url, error = %f.reason, "pooled connection was closed by the server; retrying once on a new one");
                     stale_retry_left = false;
                 }

@@ -549,11 +549,12 @@ async fn a_server_that_never_answers_times_out() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-#[tokio::test]
-async fn an_idle_connection_closed_by_the_server_is_replaced_transparently() {
-    // First connection: answers one request, then closes when the second arrives on it (the
-    // server dropped the idle kept-alive connection as the client reused it). Second connection:
-    // answers.
+/// Sends `op` twice on one client. The server answers the first, then closes the kept-alive
+/// connection when the second arrives on it (it dropped the idle connection as the client reused
+/// it), and answers whatever comes on a new connection.
+async fn second_send_meets_a_closed_connection(
+    op: Operation,
+) -> (Result<cio_api::TrackResponse, Error>, ScriptedServer) {
     let server = ScriptedServer::start(vec![
         Script::respond(200, &[], "{}"),
         Script::CloseWithoutAnswer,
@@ -561,14 +562,49 @@ async fn an_idle_connection_closed_by_the_server_is_replaced_transparently() {
     ])
     .await;
     let client = TrackClient::new(server.region(), creds());
-    let identify = every_v1_operation().remove(0);
-    client.clone().oneshot(identify.clone()).await.unwrap();
-    client
-        .oneshot(identify)
-        .await
-        .expect("the stale connection is retried once on a new one");
+    client.clone().oneshot(op.clone()).await.unwrap();
+    (client.oneshot(op).await, server)
+}
+
+#[tokio::test]
+async fn an_idle_connection_closed_by_the_server_is_replaced_transparently() {
+    // An identify is a PUT: idempotent, so sent again on a new connection.
+    let (second, server) =
+        second_send_meets_a_closed_connection(every_v1_operation().remove(0)).await;
+    second.expect("the stale connection is retried once on a new one");
     assert_eq!(server.connections(), 2);
     assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_post_whose_connection_closed_unanswered_is_not_sent_again_behind_the_callers_back() {
+    // The server may have acted on a POST before the connection closed: the transport leaves
+    // the decision to the caller's retry policy (the App API client refuses to resend a message)
+    // rather than sending it twice itself.
+    let event =
+        op(json!({"type":"person","identifiers":{"id":"42"},"action":"event","name":"purchase"}));
+    let (second, server) = second_send_meets_a_closed_connection(event).await;
+    let err = second.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err}");
+    assert!(
+        err.is_retryable(),
+        "the caller's retry policy may still resend it"
+    );
+    assert_eq!(server.requests().len(), 2, "sent once each, not resent");
+}
+
+#[tokio::test]
+async fn a_url_with_a_query_and_no_path_gets_a_slash() {
+    let server = ScriptedServer::start(vec![Script::respond(200, &[], "{}")]).await;
+    let transport = cio_api::Transport::new(&ClientOptions::default());
+    let auth = TrackCredentials::new("site", "key").header();
+    let url = format!("{}?q=1", server.url());
+    transport
+        .send(http::Method::GET, &url, &auth, None)
+        .await
+        .unwrap();
+    let head = &server.requests()[0];
+    assert!(head.starts_with("GET /?q=1 HTTP/1.1\r\n"), "{head}");
 }
 
 #[tokio::test]

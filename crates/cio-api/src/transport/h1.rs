@@ -21,7 +21,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -34,9 +33,9 @@ use tokio::net::TcpStream;
 use super::RawResponse;
 
 /// Largest response head accepted (status line and headers).
-const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 400 * 1024;
 /// Most response headers accepted.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 100;
 /// Bytes asked of the socket at a time. A read that returns less than this tells tokio the socket
 /// is drained, so the next readiness check needs no system call.
 const READ_SIZE: usize = 16 * 1024;
@@ -44,6 +43,10 @@ const READ_SIZE: usize = 16 * 1024;
 const COALESCE_BODY: usize = 16 * 1024;
 /// Response bodies up to this size are copied out, so the read buffer is reused as it is.
 const COPY_BODY: usize = 4 * 1024;
+/// A read buffer larger than this after a response is replaced by a small one.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Idle connections kept at most (over all origins); the oldest go first.
+const MAX_IDLE: usize = 1024;
 
 /// Where a plain-HTTP request goes, read straight off its URL.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +87,9 @@ pub(super) struct Failure {
     /// was closed or reset before the first byte of an answer. On a reused connection this is the
     /// race with a server closing it for being idle, and the request may be sent again once.
     pub nothing_received: bool,
+    /// The request did not get out whole (writing it failed), so the server cannot have acted on
+    /// it: sending it again is safe whatever the method.
+    pub unsent: bool,
     pub reason: String,
 }
 
@@ -91,6 +97,7 @@ impl Failure {
     fn io(context: &str, e: &io::Error, nothing_received: bool) -> Failure {
         Failure {
             nothing_received,
+            unsent: false,
             reason: format!("{context}: {e}"),
         }
     }
@@ -98,6 +105,7 @@ impl Failure {
     fn protocol(reason: impl Into<String>) -> Failure {
         Failure {
             nothing_received: false,
+            unsent: false,
             reason: reason.into(),
         }
     }
@@ -150,10 +158,14 @@ impl Pool {
         let mut expired = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            while idle
-                .front()
-                .is_some_and(|e| now.saturating_duration_since(e.since) >= self.idle_timeout)
-            {
+            // The oldest go when they have idled too long, when the server has closed them (so a
+            // closed connection does not wait in CLOSE_WAIT for the next checkout), or when
+            // there are too many.
+            while idle.front().is_some_and(|e| {
+                now.saturating_duration_since(e.since) >= self.idle_timeout
+                    || !e.conn.is_open()
+                    || idle.len() >= MAX_IDLE
+            }) {
                 expired.extend(idle.pop_front());
             }
             idle.push_back(Idle { conn, since: now });
@@ -191,10 +203,22 @@ impl Conn {
         let authority: Authority = authority.parse().map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("invalid host: {e}"))
         })?;
-        let stream = match authority.port_u16() {
-            Some(_) => TcpStream::connect(authority.as_str()).await?,
-            None => TcpStream::connect((authority.host().trim_matches(['[', ']']), 80)).await?,
+        // `Authority` reads "host:99999" as no port at all: that must not quietly mean port 80.
+        let port_text = authority
+            .as_str()
+            .strip_prefix(authority.host())
+            .and_then(|rest| rest.strip_prefix(':'));
+        let port = match (port_text, authority.port_u16()) {
+            (None, _) => 80,
+            (Some(_), Some(port)) => port,
+            (Some(text), None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid port {text:?}"),
+                ))
+            }
         };
+        let stream = TcpStream::connect((authority.host().trim_matches(['[', ']']), port)).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
@@ -205,17 +229,12 @@ impl Conn {
     }
 
     /// Whether the server has neither closed the connection nor sent anything since the last
-    /// response. Costs a system call only when the socket was signalled readable.
+    /// response. `try_read` answers from tokio's cached readiness, so this costs a system call
+    /// only when the socket was signalled readable. (`poll_read_ready` would not do: once the
+    /// task has used up its cooperative budget it answers `Pending` without looking.)
     fn is_open(&self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Sends one request and reads its response. Returns the response and whether the connection
@@ -227,10 +246,27 @@ impl Conn {
         head: &RequestHead<'_>,
         body: Option<&Bytes>,
     ) -> Result<(RawResponse, bool), Failure> {
-        self.write_request(method, path, head, body)
-            .await
-            .map_err(|e| Failure::io("writing the request", &e, true))?;
-        self.read_response(method, head.max_response_bytes).await
+        if let Err(e) = self.write_request(method, path, head, body).await {
+            // A server may answer (413, 401) and close before it has read the whole body: that
+            // answer, if it arrived, says more than the broken pipe.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                if let Ok((resp, _)) = self.read_response(method, head.max_response_bytes).await {
+                    return Ok((resp, false));
+                }
+            }
+            let mut failure = Failure::io("writing the request", &e, true);
+            failure.unsent = true;
+            return Err(failure);
+        }
+        let answer = self.read_response(method, head.max_response_bytes).await;
+        if self.buf.capacity() > KEEP_BUFFER {
+            // One large response should not pin its buffer to an idle connection.
+            self.buf = BytesMut::with_capacity(READ_SIZE);
+        }
+        answer
     }
 
     async fn write_request(
@@ -245,11 +281,11 @@ impl Conn {
         out.clear();
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(if path.is_empty() {
-            b"/"
-        } else {
-            path.as_bytes()
-        });
+        if !path.starts_with('/') {
+            // "" or "?query" (what `PathAndQuery::as_str` gives for `http://host?query`).
+            out.push(b'/');
+        }
+        out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         out.extend_from_slice(self.authority.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -316,6 +352,7 @@ impl Conn {
                 Ok(false) => {
                     return Err(Failure {
                         nothing_received: true,
+                        unsent: false,
                         reason: "the connection was closed before any response".into(),
                     })
                 }
@@ -324,7 +361,8 @@ impl Conn {
                 }
             }
         };
-        let mut keep_alive = framing.keeps_alive();
+        // After `101 Switching Protocols` the connection speaks something else.
+        let mut keep_alive = framing.keeps_alive() && status != StatusCode::SWITCHING_PROTOCOLS;
         let body = if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -502,9 +540,12 @@ impl Framing {
     }
 
     /// Whether the connection may carry another request after this response: HTTP/1.1 unless
-    /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+    /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`, and never after a
+    /// suspect framing: `Transfer-Encoding` with `Content-Length`, or on HTTP/1.0 (RFC 9112
+    /// 6.1, 6.3; the body is read by `Transfer-Encoding`, then the connection is closed).
     fn keeps_alive(&self) -> bool {
-        !self.close && (self.http11 || self.keep_alive)
+        let suspect = self.chunked.is_some() && (self.content_length.is_some() || !self.http11);
+        !suspect && !self.close && (self.http11 || self.keep_alive)
     }
 
     fn see(&mut self, name: &str, value: &[u8]) -> Result<(), Failure> {
@@ -516,10 +557,12 @@ impl Framing {
         };
         if name.eq_ignore_ascii_case("content-length") {
             // Several values that agree are allowed; disagreeing ones, or one that is not a
-            // number, make the body's end a guess.
-            for part in tokens() {
-                let n = std::str::from_utf8(part)
-                    .ok()
+            // number (an empty one included), make the body's end a guess.
+            for part in value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                // 1*DIGIT: no sign, no blank (`usize::from_str` would take "+2").
+                let n = Some(part)
+                    .filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+                    .and_then(|p| std::str::from_utf8(p).ok())
                     .and_then(|t| t.parse::<usize>().ok())
                     .ok_or_else(|| {
                         Failure::protocol(format!(
@@ -551,7 +594,7 @@ fn chunk_size(line: &[u8]) -> Result<usize, Failure> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let digits = line.split(|&b| b == b';').next().unwrap_or_default();
     let text = std::str::from_utf8(digits).unwrap_or("").trim();
-    if text.is_empty() || text.len() > 15 {
+    if text.is_empty() || text.len() > 15 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Failure::protocol(format!("invalid chunk size {text:?}")));
     }
     usize::from_str_radix(text, 16)
@@ -689,6 +732,14 @@ mod tests {
                 "invalid Content-Length",
             ),
             (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n{}",
+                "invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n{}",
+                "invalid Content-Length",
+            ),
+            (
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
                 "invalid chunk size",
             ),
@@ -762,6 +813,106 @@ mod tests {
         assert_eq!(pool.idle_count(), 0);
     }
 
+    #[tokio::test]
+    async fn suspect_framing_and_upgrades_are_read_but_never_reused() {
+        for answer in [
+            &b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        ] {
+            let (uri, _server) = server(vec![answer]).await;
+            let mut conn = Conn::connect(uri.authority().unwrap().as_str()).await.unwrap();
+            let (_, keep) = answered(&mut conn, &uri).await;
+            assert!(!keep, "{:?}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stray_answer_on_an_idle_connection_is_seen_even_without_coop_budget() {
+        // A server that answers, then later writes an unsolicited 408 and closes (as servers do
+        // when they drop an idle connection). The pool must not hand that connection out, even
+        // to a task that has used up its cooperative budget (tokio's readiness polls then
+        // answer "pending" without looking).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let uri: Uri = format!("http://{authority}/p").parse().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.write_all(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        });
+        let pool = Pool::new(Duration::from_secs(30));
+        let mut conn = Conn::connect(&authority).await.unwrap();
+        assert!(answered(&mut conn, &uri).await.1);
+        pool.checkin(conn);
+        server.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Spend the budget as a task draining a few hundred ready messages would.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for i in 0..300 {
+            tx.send(i).unwrap();
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..300 {
+            let mut next = std::pin::pin!(rx.recv());
+            let _ = std::future::Future::poll(next.as_mut(), &mut cx);
+        }
+        assert!(!tokio::task::coop::has_budget_remaining());
+        assert!(
+            pool.checkout(&authority).is_none(),
+            "a connection holding a stray 408 was handed out"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_server_stopped_reading_is_returned() {
+        // The server reads the head of a 32 MiB upload, answers 413 and closes without reading
+        // the body: the client's write fails, and the 413 is what it reports.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+                .await
+                .unwrap();
+        });
+        let mut conn = Conn::connect(&authority).await.unwrap();
+        let auth = HeaderValue::from_static("Basic eA==");
+        let body = Bytes::from(vec![b'x'; 32 << 20]);
+        let (resp, keep) = match conn
+            .exchange(&Method::POST, "/upload", &head(&auth), Some(&body))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(f) => panic!("{}", f.reason),
+        };
+        assert_eq!(
+            (resp.status.as_u16(), &resp.body[..], keep),
+            (413, &b"too large"[..], false)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_port_out_of_range_is_refused_not_read_as_80() {
+        let err = Conn::connect("127.0.0.1:99999").await.err().unwrap();
+        assert!(err.to_string().contains("invalid port"), "{err}");
+    }
+
     #[test]
     fn plain_urls_are_split_without_a_uri_and_odd_ones_left_to_it() {
         let t = Target::parse("http://127.0.0.1:7070/api/v1/customers/a%20b/events?x=1").unwrap();
@@ -791,5 +942,6 @@ mod tests {
         assert_eq!(chunk_size(b"0;name=v\r").ok(), Some(0));
         assert!(chunk_size(b"\r").is_err());
         assert!(chunk_size(b"ffffffffffffffffff\r").is_err());
+        assert!(chunk_size(b"+a\r").is_err(), "no sign: 1*HEXDIG");
     }
 }
