@@ -22,6 +22,11 @@ fn sleeping(d: Duration) -> impl cio_load::Workload {
     })
 }
 
+/// Runs `scenario` on its own, with the default bounds and no thresholds.
+async fn run_alone(scenario: Scenario) -> cio_load::Report {
+    LoadTest::new().scenario(scenario).run().await.unwrap()
+}
+
 fn constant(rate: u32, duration: f64, pre: u32, max: u32) -> Executor {
     Executor::ConstantArrivalRate {
         rate,
@@ -34,15 +39,12 @@ fn constant(rate: u32, duration: f64, pre: u32, max: u32) -> Executor {
 
 #[tokio::test(start_paused = true)]
 async fn constant_rate_starts_every_planned_iteration_on_time() {
-    let report = LoadTest::new()
-        .scenario(Scenario::new(
-            "c",
-            constant(500, 4.0, 10, 20),
-            sleeping(Duration::from_millis(5)),
-        ))
-        .run()
-        .await
-        .unwrap();
+    let report = run_alone(Scenario::new(
+        "c",
+        constant(500, 4.0, 10, 20),
+        sleeping(Duration::from_millis(5)),
+    ))
+    .await;
     let s = &report.scenarios["c"];
     assert_eq!(s.planned_iterations, Some(2000));
     assert_eq!(s.started, 2000);
@@ -75,15 +77,12 @@ async fn constant_rate_starts_every_planned_iteration_on_time() {
 #[tokio::test(start_paused = true)]
 async fn too_few_vus_drop_iterations_and_warn() {
     // 100/s of 200 ms iterations needs about 20 VUs; 5 can start 25 a second.
-    let report = LoadTest::new()
-        .scenario(Scenario::new(
-            "starved",
-            constant(100, 2.0, 2, 5),
-            sleeping(Duration::from_millis(200)),
-        ))
-        .run()
-        .await
-        .unwrap();
+    let report = run_alone(Scenario::new(
+        "starved",
+        constant(100, 2.0, 2, 5),
+        sleeping(Duration::from_millis(200)),
+    ))
+    .await;
     let s = &report.scenarios["starved"];
     assert_eq!(s.started + s.dropped_iterations, 200, "{s:?}");
     assert!((45..=60).contains(&s.started), "{s:?}");
@@ -109,15 +108,12 @@ async fn too_few_vus_drop_iterations_and_warn() {
 
 #[tokio::test(start_paused = true)]
 async fn the_pool_grows_from_pre_allocated_to_max() {
-    let report = LoadTest::new()
-        .scenario(Scenario::new(
-            "grow",
-            constant(100, 1.0, 1, 50),
-            sleeping(Duration::from_millis(100)),
-        ))
-        .run()
-        .await
-        .unwrap();
+    let report = run_alone(Scenario::new(
+        "grow",
+        constant(100, 1.0, 1, 50),
+        sleeping(Duration::from_millis(100)),
+    ))
+    .await;
     let s = &report.scenarios["grow"];
     assert_eq!(s.dropped_iterations, 0);
     assert!((10..=12).contains(&s.vus_max), "{}", s.vus_max);
@@ -136,15 +132,12 @@ async fn a_ramp_follows_its_stages() {
         pre_allocated_vus: 10,
         max_vus: 10,
     };
-    let report = LoadTest::new()
-        .scenario(Scenario::new(
-            "ramp",
-            ramp,
-            sleeping(Duration::from_millis(1)),
-        ))
-        .run()
-        .await
-        .unwrap();
+    let report = run_alone(Scenario::new(
+        "ramp",
+        ramp,
+        sleeping(Duration::from_millis(1)),
+    ))
+    .await;
     let s = &report.scenarios["ramp"];
     assert_eq!(s.started, 500);
     let per_second: Vec<u64> = report.time_series.iter().map(|p| p.started).collect();
@@ -307,20 +300,17 @@ async fn safety_bounds_refuse_or_stop() {
 async fn a_panicking_iteration_is_reported_and_its_vu_goes_on() {
     // One VU, 10 iterations a second for 1 s, every third panics: the VU must take every
     // iteration still (none dropped), and the panics must be reported, not lost.
-    let report = LoadTest::new()
-        .scenario(Scenario::new(
-            "buggy",
-            constant(10, 1.0, 1, 1),
-            workload_fn(|it| async move {
-                let sent = Instant::now();
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                assert!(it.number % 3 != 1, "a bug in the workload");
-                Outcome::success("sleep", "200", sent)
-            }),
-        ))
-        .run()
-        .await
-        .unwrap();
+    let report = run_alone(Scenario::new(
+        "buggy",
+        constant(10, 1.0, 1, 1),
+        workload_fn(|it| async move {
+            let sent = Instant::now();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(it.number % 3 != 1, "a bug in the workload");
+            Outcome::success("sleep", "200", sent)
+        }),
+    ))
+    .await;
     let s = &report.scenarios["buggy"];
     assert_eq!(s.started, 10, "{s:?}");
     assert_eq!(s.dropped_iterations, 0, "{s:?}");
@@ -340,19 +330,16 @@ async fn a_ramped_down_vu_gets_graceful_ramp_down_to_finish() {
     // Two VUs start 5 s iterations at once; after 1 s the ramp wants one. The VU removed has
     // `graceful_ramp_down` to finish: 0.5 s is too short (interrupted), 10 s is enough.
     for (grace, completed, interrupted) in [(0.5, 1, 1), (10.0, 2, 0)] {
-        let report = LoadTest::new()
-            .scenario(Scenario::new(
-                "ramp",
-                Executor::RampingVus {
-                    start_vus: 2,
-                    stages: vec![Stage::new(2, secs(1.0)), Stage::new(1, secs(2.0))],
-                    graceful_ramp_down: secs(grace),
-                },
-                sleeping(Duration::from_secs(5)),
-            ))
-            .run()
-            .await
-            .unwrap();
+        let report = run_alone(Scenario::new(
+            "ramp",
+            Executor::RampingVus {
+                start_vus: 2,
+                stages: vec![Stage::new(2, secs(1.0)), Stage::new(1, secs(2.0))],
+                graceful_ramp_down: secs(grace),
+            },
+            sleeping(Duration::from_secs(5)),
+        ))
+        .await;
         let s = &report.scenarios["ramp"];
         assert_eq!(s.started, 2, "grace {grace}: {s:?}");
         assert_eq!(s.iterations, completed, "grace {grace}: {s:?}");

@@ -257,9 +257,10 @@ impl Conn {
                     return Ok((resp, false));
                 }
             }
-            let mut failure = Failure::io("writing the request", &e, true);
-            failure.unsent = true;
-            return Err(failure);
+            return Err(Failure {
+                unsent: true,
+                ..Failure::io("writing the request", &e, true)
+            });
         }
         let answer = self.read_response(method, head.max_response_bytes).await;
         if self.buf.capacity() > KEEP_BUFFER {
@@ -352,8 +353,7 @@ impl Conn {
                 Ok(false) => {
                     return Err(Failure {
                         nothing_received: true,
-                        unsent: false,
-                        reason: "the connection was closed before any response".into(),
+                        ..Failure::protocol("the connection was closed before any response")
                     })
                 }
                 Err(e) => {
@@ -396,7 +396,7 @@ impl Conn {
 
     /// Parses a complete response head at the start of the buffer and consumes it.
     fn parse_head(&mut self) -> Result<Option<(StatusCode, HeaderMap, Framing)>, Failure> {
-        // Uninitialised slots: filling 64 empty headers first cost more than parsing three.
+        // Uninitialised slots: filling every empty header first cost more than parsing three.
         let mut slots =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
