@@ -64,7 +64,9 @@ pub enum Error {
     },
     /// A retryable failure of a non-idempotent request (a transactional send) that may have
     /// reached Customer.io: retrying could send the message twice, so it is not retried.
-    #[error("{0} (not retried: the message may already have been sent)")]
+    #[error(
+        "{0} (not retried: the outcome is unknown, and the message may already have gone out)"
+    )]
     NotRetryable(Box<Error>),
     /// A 2xx whose body is not what the API documents.
     #[error("unexpected response body ({status}): {reason}")]
@@ -191,6 +193,14 @@ pub enum ConfigError {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// CA certificates that could not be read or used.
+    #[error("cannot use the CA certificates in {location}: {reason}")]
+    Certificates {
+        /// Where they came from (a file, the system's store).
+        location: String,
+        /// What is wrong with them.
         reason: String,
     },
 }

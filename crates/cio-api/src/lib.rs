@@ -12,10 +12,12 @@
 //! | [`Region`], credentials | where requests go and how they authenticate (secrets never in `Debug`) |
 //! | [`Error`] | one error type with [`Error::is_retryable`] and [`Error::retry_after`] |
 //!
-//! All clients share a pooled [`Transport`]: keep-alive connections, a whole-request timeout of
-//! 10 s by default, redirects only within `*.customer.io`. `https://` goes through hyper-util and
-//! rustls. `http://` (the mock, a local proxy) goes through a lean HTTP/1.1 client of its own,
-//! in which the calling task writes the request and reads the answer itself.
+//! All clients send through a pooled [`Transport`] by default: hyper 1's HTTP/1.1 connections
+//! over TCP or rustls, one code path for `http://` and `https://`, a connect timeout (5 s) apart
+//! from the whole-request timeout (10 s), and one rule for sending a request again (only if it
+//! cannot have reached the server, or is idempotent). [`ClientBuilder`] puts any other tower
+//! HTTP service in its place; redirects (only within `*.customer.io`), sensitive credentials and
+//! tracing are tower-http layers above it either way.
 //!
 //! ```
 //! use cio_api::{Limits, Operation, ValidationError};
@@ -47,8 +49,8 @@ mod transport;
 pub mod validate;
 
 pub use client::{
-    AppClient, AppResponse, BatchClient, BatchResponse, EntryError, PipelinesClient,
-    PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
+    AppClient, AppResponse, BatchClient, BatchResponse, BoxError, ClientBuilder, EntryError,
+    PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
 };
 pub use credentials::{AppCredentials, PipelinesCredentials, Secret, TrackCredentials};
 pub use error::{parse_retry_after, ConfigError, Error, RETRYABLE_STATUSES};
@@ -63,7 +65,7 @@ pub use region::{CustomEndpoints, Region};
 pub use transactional::{
     AppRequest, BroadcastTrigger, MessageIdentifiers, MessageKind, TransactionalMessage,
 };
-pub use transport::{ClientOptions, RawResponse, Transport};
+pub use transport::{ClientOptions, Idempotency, RawResponse, TlsOptions, Transport};
 pub use validate::{Limits, ValidationError};
 
 /// A JSON object of attributes (profile attributes, event data, traits).

@@ -3,15 +3,26 @@
 //! `POST /api/v2/batch` within Customer.io's limits.
 //!
 //! ```text
-//! Batch -> Metrics -> Retry -> AttemptMetrics -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> BatchClient
+//! Batch -> Metrics -> Retry -> AttemptMetrics -> RateLimit -> Concurrency (fixed or adaptive) -> BatchClient
 //! ```
 //!
 //! The rate and concurrency limits sit inside the retry, so retries wait for a token too. The
 //! outer metrics count what callers see per batch (a 429 that a retry got through counts as a
 //! success there); the attempt metrics inside the retry count every request sent, 429s and 5xx
-//! included. The deadline sits next to the client, so it bounds each attempt (connect, send,
-//! answer); a caller that must bound its total wait, tokens included, puts another
-//! `DeadlineLayer` above the rate limit, where it covers `poll_ready` too.
+//! included.
+//!
+//! ## How long an attempt may take: one place
+//!
+//! Each attempt is bounded by the client it was built with, and by nothing else in the stack:
+//! [`ClientOptions::timeout`](crate::ClientOptions::timeout) (default 10 s) covers connecting,
+//! sending, redirects and reading the answer, and
+//! [`ClientOptions::connect_timeout`](crate::ClientOptions::connect_timeout) (default 5 s) the
+//! TCP and TLS handshake within it. A timed-out attempt is an [`Error::Timeout`], which the
+//! retry layer retries within [`RetryConfig`](cio_layers::retry::RetryConfig)'s budget. (Before,
+//! the stack had a 30 s per-attempt deadline of its own that could never fire behind the
+//! transport's 10 s.) Time spent waiting for a rate-limit token is not an attempt; a caller
+//! that must bound its total wait, tokens included, puts a
+//! [`DeadlineLayer`](cio_layers::deadline::DeadlineLayer) above the stack.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -33,7 +44,6 @@ use std::time::Duration;
 
 use cio_layers::batch::{BatchConfig, BatchError, BatchHandle, BatchLayer};
 use cio_layers::concurrency::{AdaptiveConcurrencyLayer, AdaptiveConfig, AdaptiveController};
-use cio_layers::deadline::DeadlineLayer;
 use cio_layers::metrics::{MetricsHandle, MetricsLayer};
 use cio_layers::rate_limit::{LocalBackend, Quota, RateLimitBackend, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
@@ -62,8 +72,6 @@ pub struct StackConfig {
     pub retry: RetryConfig,
     /// Batching (default: up to 5000 entries within the 500 KB byte budget, 200 ms linger).
     pub batch: BatchConfig,
-    /// Deadline for one attempt: connect, send, answer (default 30 s).
-    pub deadline: Duration,
     /// Name of the metrics (the `name` label); the attempt metrics are `{metrics_name}_attempt`.
     pub metrics_name: String,
 }
@@ -88,7 +96,6 @@ impl Default for StackConfig {
                     .unwrap_or(std::num::NonZeroUsize::MIN),
                 ..BatchConfig::default()
             },
-            deadline: Duration::from_secs(30),
             metrics_name: "customerio_batch".into(),
         }
     }
@@ -149,7 +156,6 @@ impl BatchedStack {
         let attempts_handle = attempts.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
         let rate = RateLimitLayer::with_backend(backend);
-        let deadline = DeadlineLayer::new(config.deadline);
         let (inner, concurrency) = match &config.concurrency {
             Concurrency::Fixed(n) => {
                 let svc = ServiceBuilder::new()
@@ -159,7 +165,6 @@ impl BatchedStack {
                     .layer(attempts)
                     .layer(rate)
                     .concurrency_limit((*n).max(1))
-                    .layer(deadline)
                     .service(client);
                 (BoxCloneService::new(svc), None)
             }
@@ -174,7 +179,6 @@ impl BatchedStack {
                     .layer(attempts)
                     .layer(rate)
                     .layer(adaptive)
-                    .layer(deadline)
                     .service(client);
                 (BoxCloneService::new(svc), Some(controller))
             }
@@ -224,7 +228,7 @@ pub type UnbatchedService = BoxCloneSyncService<Operation, TrackResponse, Error>
 /// The unbatched v1 path, for callers that need a synchronous answer per operation:
 ///
 /// ```text
-/// Metrics -> Retry -> RateLimit -> Concurrency (fixed or adaptive) -> Deadline -> TrackClient
+/// Metrics -> Retry -> RateLimit -> Concurrency (fixed or adaptive) -> TrackClient
 /// ```
 ///
 /// `config.batch` is ignored.
@@ -250,14 +254,9 @@ impl UnbatchedStack {
             .layer(metrics)
             .layer(RetryLayer::by_error(config.retry.clone()))
             .layer(RateLimitLayer::new(config.rate));
-        let deadline = DeadlineLayer::new(config.deadline);
         let (service, concurrency) = match config.concurrency {
             Concurrency::Fixed(n) => (
-                BoxCloneSyncService::new(
-                    base.concurrency_limit(n.max(1))
-                        .layer(deadline)
-                        .service(client),
-                ),
+                BoxCloneSyncService::new(base.concurrency_limit(n.max(1)).service(client)),
                 None,
             ),
             Concurrency::Adaptive(cfg) => {
@@ -265,7 +264,7 @@ impl UnbatchedStack {
                     .map_err(|e| StackConfigError(e.to_string()))?;
                 let controller = adaptive.controller().clone();
                 (
-                    BoxCloneSyncService::new(base.layer(adaptive).layer(deadline).service(client)),
+                    BoxCloneSyncService::new(base.layer(adaptive).service(client)),
                     Some(controller),
                 )
             }

@@ -181,7 +181,9 @@ async fn batch_client_maps_207_and_local_rejections_to_the_exact_entries() {
         },
         ..ClientOptions::default()
     };
-    let client = BatchClient::with_options(mock.region(), creds(), &relaxed);
+    let client = BatchClient::builder(mock.region(), creds())
+        .options(relaxed.clone())
+        .build();
     let long_id = "x".repeat(200);
     let ops = vec![
         op(json!({"type":"person","identifiers":{"id":"0"},"action":"identify","attributes":{}})),
@@ -452,7 +454,9 @@ async fn a_400_carries_customer_ios_message() {
         },
         ..ClientOptions::default()
     };
-    let client = TrackClient::with_options(mock.region(), creds(), &relaxed);
+    let client = TrackClient::builder(mock.region(), creds())
+        .options(relaxed.clone())
+        .build();
     let long = op(
         json!({"type":"person","identifiers":{"id":"1"},"action":"event","name":"n".repeat(101)}),
     );
@@ -535,7 +539,9 @@ async fn a_server_that_never_answers_times_out() {
         timeout: Duration::from_millis(300),
         ..ClientOptions::default()
     };
-    let client = TrackClient::with_options(server.region(), creds(), &options);
+    let client = TrackClient::builder(server.region(), creds())
+        .options(options.clone())
+        .build();
     let started = std::time::Instant::now();
     let err = client
         .oneshot(every_v1_operation().remove(0))
@@ -645,9 +651,12 @@ async fn redirects_are_followed_only_where_credentials_may_go() {
 async fn clients_compose_under_service_builder_and_share_a_pool() {
     let mock = MockServer::builder().unlimited().start().await.unwrap();
     let transport = cio_api::Transport::new(&ClientOptions::default());
-    let track =
-        TrackClient::with_transport(mock.region(), creds(), transport.clone(), Limits::default());
-    let batch = BatchClient::with_transport(mock.region(), creds(), transport, Limits::default());
+    let track = TrackClient::builder(mock.region(), creds())
+        .transport(transport.clone())
+        .build();
+    let batch = BatchClient::builder(mock.region(), creds())
+        .transport(transport)
+        .build();
     let mut svc = ServiceBuilder::new().concurrency_limit(4).service(track);
     for op in every_v1_operation().into_iter().take(3) {
         svc.ready().await.unwrap().call(op).await.unwrap();

@@ -1,9 +1,11 @@
 //! What several commands share: where to send, with which credentials, and how to stop.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cio_api::{Region, TrackCredentials};
+use cio_api::{ClientOptions, Region, TlsOptions, TrackCredentials};
 use clap::Args;
+use serde::Deserialize as _;
 
 /// Where Track requests go and how they authenticate.
 #[derive(Args, Debug, Clone, Default, serde::Deserialize)]
@@ -26,6 +28,82 @@ pub struct TargetArgs {
     /// Track API key (or CIO_API_KEY; prefer the variable: flags show in `ps`).
     #[arg(long, env = "CIO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// How connections are made: which CAs https trusts, and how long an attempt may take. Shared by
+/// `cio pipe`, `cio worker` and `cio load`.
+#[derive(Args, Debug, Clone, Default, serde::Deserialize)]
+pub struct ConnectionArgs {
+    /// Also trust the CA certificates in this PEM file for https (a staging or TLS-inspecting
+    /// proxy's CA, or `cio mock --tls --tls-ca-out FILE`'s).
+    #[arg(long, env = "CIO_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Trust the system's certificate store instead of the built-in webpki roots.
+    #[arg(long, env = "CIO_NATIVE_ROOTS")]
+    #[serde(default)]
+    pub native_roots: bool,
+    /// Deadline for one request attempt: connect, send, redirects, answer [default: 10s].
+    #[arg(long, env = "CIO_REQUEST_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub request_timeout: Option<Duration>,
+    /// Deadline for connecting: TCP and the TLS handshake [default: 5s].
+    #[arg(long, env = "CIO_CONNECT_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ConnectionArgs {
+    /// Flags over `file`, field by field.
+    pub fn or(self, file: ConnectionArgs) -> ConnectionArgs {
+        ConnectionArgs {
+            ca_cert: self.ca_cert.or(file.ca_cert),
+            native_roots: self.native_roots || file.native_roots,
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout),
+        }
+    }
+
+    /// The client options these flags ask for, or one line saying what is wrong.
+    pub fn client_options(&self) -> Result<ClientOptions, String> {
+        let defaults = ClientOptions::default();
+        let timeout = self.request_timeout.unwrap_or(defaults.timeout);
+        let connect_timeout = self.connect_timeout.unwrap_or(defaults.connect_timeout);
+        if timeout.is_zero() || connect_timeout.is_zero() {
+            return Err("--request-timeout and --connect-timeout must be more than zero".into());
+        }
+        Ok(ClientOptions {
+            timeout,
+            connect_timeout,
+            tls: self.tls()?,
+            ..defaults
+        })
+    }
+
+    /// The TLS roots these flags ask for.
+    pub fn tls(&self) -> Result<TlsOptions, String> {
+        let mut tls = TlsOptions::default();
+        if self.native_roots {
+            tls = tls
+                .with_native_roots()
+                .map_err(|e| format!("--native-roots: {e}"))?;
+        }
+        if let Some(path) = &self.ca_cert {
+            tls = tls.with_ca_file(path).map_err(|e| {
+                format!("--ca-cert: {e}\n  hint: give a PEM file of CA certificates, e.g. the one `cio mock --tls --tls-ca-out ca.pem` writes")
+            })?;
+        }
+        Ok(tls)
+    }
+}
+
+/// A duration in a config file, as on the command line (`30s`, `500ms`).
+pub fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl TargetArgs {
@@ -36,6 +114,7 @@ impl TargetArgs {
             region: self.region.or(file.region),
             site_id: self.site_id.or(file.site_id),
             api_key: self.api_key.or(file.api_key),
+            connection: self.connection.or(file.connection),
         }
     }
 
@@ -190,6 +269,7 @@ mod tests {
             site_id: Some("s".into()),
             api_key: Some("k".into()),
             region: None,
+            connection: ConnectionArgs::default(),
         };
         assert!(t.resolve().unwrap_err().contains("http://"));
     }

@@ -41,8 +41,9 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// After a stop request, how long in-flight work may take.
     pub drain_deadline: Duration,
-    /// Deadline for one request, waiting for a token included.
-    pub request_deadline: Duration,
+    /// The clients' options: the request and connect timeouts (the one place an attempt's time
+    /// is set), TLS roots.
+    pub client: ClientOptions,
 }
 
 impl Default for DeliverySettings {
@@ -57,7 +58,7 @@ impl Default for DeliverySettings {
             concurrency: ConcurrencyArg::Auto,
             max_in_flight: 20_000,
             drain_deadline: Duration::from_secs(30),
-            request_deadline: Duration::from_secs(30),
+            client: ClientOptions::default(),
         }
     }
 }
@@ -112,7 +113,6 @@ impl DeliverySettings {
                     .unwrap_or(NonZeroUsize::MIN),
                 max_concurrent_batches: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             },
-            deadline: self.request_deadline,
             metrics_name: name.to_owned(),
         }
     }
@@ -182,7 +182,7 @@ impl Delivery {
         shared: Option<&SharedLimit>,
     ) -> Result<Delivery, String> {
         settings.check()?;
-        let options = ClientOptions::default();
+        let options = &settings.client;
         if let Some(shared) = shared {
             if !settings.batch {
                 return Err("--shared-limit works with batches only: drop --no-batch".into());
@@ -190,12 +190,16 @@ impl Delivery {
             return Self::build_redis(region, credentials, settings, shared);
         }
         if settings.batch {
-            let client = BatchClient::with_options(region, credentials, &options);
+            let client = BatchClient::builder(region, credentials)
+                .options(options.clone())
+                .build();
             BatchedStack::new(client, settings.stack_config("customerio_batch"))
                 .map(Delivery::Batched)
                 .map_err(|e| e.to_string())
         } else {
-            let client = TrackClient::with_options(region, credentials, &options);
+            let client = TrackClient::builder(region, credentials)
+                .options(options.clone())
+                .build();
             UnbatchedStack::new(client, settings.stack_config("customerio_track"))
                 .map(Delivery::Unbatched)
                 .map_err(|e| e.to_string())
@@ -221,7 +225,9 @@ impl Delivery {
             .map_err(|e| format!("--shared-limit {}/{}: {e}", shared.url, shared.key))?;
         // Fail closed by waiting: an error from the limit would end the batch worker.
         let backend = WaitOnError::new(backend, Duration::from_secs(1));
-        let client = BatchClient::with_options(region, credentials, &ClientOptions::default());
+        let client = BatchClient::builder(region, credentials)
+            .options(settings.client.clone())
+            .build();
         BatchedStack::with_rate_limit(client, config, backend)
             .map(Delivery::Batched)
             .map_err(|e| e.to_string())

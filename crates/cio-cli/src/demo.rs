@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// Skip the unbatched comparison.
     #[arg(long)]
     skip_unbatched: bool,
+    /// Run the mock on https (a CA made at start, trusted by the clients): the path every
+    /// production event takes, TLS included.
+    #[arg(long)]
+    tls: bool,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<std::path::PathBuf>,
@@ -233,7 +237,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         started.elapsed()
     );
 
-    let mock = MockServer::builder()
+    let mut builder = MockServer::builder();
+    if args.tls {
+        builder = builder.tls();
+    }
+    let mock = builder
         .track_rate(args.rate, args.rate)
         .faults(Faults {
             latency_ms: Some(Latency {
@@ -261,6 +269,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         concurrency: ConcurrencyArg::Auto,
         max_in_flight: 40_000,
         linger: Duration::from_millis(100),
+        client: mock.client_options(),
         ..DeliverySettings::default()
     };
     let batched = run_path(
@@ -299,6 +308,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             concurrency: ConcurrencyArg::Auto,
             max_in_flight: 256,
             drain_deadline: Duration::from_secs(5),
+            client: mock.client_options(),
             ..DeliverySettings::default()
         };
         let run = run_path(

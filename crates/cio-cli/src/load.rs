@@ -54,6 +54,13 @@ pub struct LoadArgs {
     /// Do not print the summary (the exit code and --summary-export still tell).
     #[arg(long, short)]
     quiet: bool,
+    /// Also trust the CA certificates in this PEM file for https (e.g. `cio mock --tls
+    /// --tls-ca-out ca.pem`'s, or a staging proxy's).
+    #[arg(long, env = "CIO_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Trust the system's certificate store instead of the built-in webpki roots.
+    #[arg(long, env = "CIO_NATIVE_ROOTS")]
+    native_roots: bool,
 }
 
 fn parse_out(s: &str) -> Result<PathBuf, String> {
@@ -84,12 +91,21 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
         Endpoint::Mock => Some(start_mock(&plan).await?),
         _ => None,
     };
+    let tls = crate::common::ConnectionArgs {
+        ca_cert: args.ca_cert.clone(),
+        native_roots: args.native_roots,
+        ..Default::default()
+    }
+    .tls()?;
     let connection = Connection::resolve(
         &plan.target.endpoint,
         mock.as_ref().map(|m| m.url()).as_deref(),
         Credentials::from_env(),
         plan.needs_app(),
-        plan.client_options(),
+        cio_api::ClientOptions {
+            tls,
+            ..plan.client_options()
+        },
     )
     .map_err(|e| e.to_string())?;
     if plan.target.endpoint.is_customer_io() {

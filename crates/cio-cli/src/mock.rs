@@ -12,12 +12,24 @@ use crate::common::wait_for_signal;
 #[command(
     after_help = "Example:\n  cio mock --listen 127.0.0.1:7070 --site-id site --api-key key --track-rate 100 --latency-ms 20,120 --error-rate 0.01\n\n\
 Point an SDK or `cio pipe --endpoint http://127.0.0.1:7070` at it; read what it accepted with\n  curl http://127.0.0.1:7070/__mock/stats\n\
-and change faults while it runs with\n  curl -X POST http://127.0.0.1:7070/__mock/faults -d '{\"latency_ms\":2000}'"
+and change faults while it runs with\n  curl -X POST http://127.0.0.1:7070/__mock/faults -d '{\"latency_ms\":2000}'\n\n\
+Over https, with a CA made at start that clients must trust:\n  \
+cio mock --tls --tls-ca-out ca.pem\n  \
+curl --cacert ca.pem https://127.0.0.1:7070/__mock/stats\n  \
+cio pipe --endpoint https://127.0.0.1:7070 --ca-cert ca.pem ...\n  \
+NODE_EXTRA_CA_CERTS=ca.pem node app.js   # the official Node SDK"
 )]
 pub struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Serve https with a certificate for 127.0.0.1, ::1 and localhost, signed by a CA made at
+    /// start (see --tls-ca-out).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: write the CA certificate (PEM) that clients must trust to this file.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca_out: Option<std::path::PathBuf>,
     /// Track site id to require (with --api-key); without it any Basic credentials pass.
     #[arg(long, env = "CIO_SITE_ID", requires = "api_key")]
     site_id: Option<String>,
@@ -99,6 +111,9 @@ fn parse_latency(s: &str) -> Result<Latency, String> {
 
 pub async fn run(args: MockArgs) -> Result<(), String> {
     let mut builder = MockServer::builder().listen(args.listen);
+    if args.tls {
+        builder = builder.tls();
+    }
     if let (Some(site), Some(key)) = (&args.site_id, &args.api_key) {
         builder = builder.track_credentials(site, key);
     }
@@ -123,6 +138,11 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         ),
         other => other.to_string(),
     })?;
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, mock.ca_pem()) {
+        // Written before "listening": whoever waits for that line can read the file at once.
+        std::fs::write(path, pem)
+            .map_err(|e| format!("cannot write --tls-ca-out {}: {e}", path.display()))?;
+    }
     println!("listening on {}", mock.url());
     tracing::info!(
         track_rate = args.track_rate,

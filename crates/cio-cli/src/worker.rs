@@ -19,7 +19,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
-use crate::common::{parse_duration, print_line, wait_for_signal, ConcurrencyArg, TargetArgs};
+use crate::common::{
+    duration_opt, parse_duration, print_line, wait_for_signal, ConcurrencyArg, TargetArgs,
+};
 use crate::delivery::{Delivery, DeliverySettings, SharedLimit};
 
 /// Flags of `cio worker`. Every one can also come from `CIO_<NAME>` or the `--config` file.
@@ -91,12 +93,6 @@ pub struct WorkerArgs {
     #[arg(long, env = "CIO_SHUTDOWN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_opt")]
     shutdown_timeout: Option<Duration>,
-}
-
-fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
-        .transpose()
 }
 
 impl WorkerArgs {
@@ -233,6 +229,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         concurrency: args.concurrency.unwrap_or(ConcurrencyArg::Auto),
         max_in_flight: args.max_in_flight.unwrap_or(20_000),
         drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+        client: args.target.connection.client_options()?,
         ..DeliverySettings::default()
     };
     settings.check()?;

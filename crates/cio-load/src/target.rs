@@ -181,30 +181,25 @@ impl Connection {
 
     /// A Track v1 client on the shared transport.
     pub fn track_client(&self) -> TrackClient {
-        TrackClient::with_transport(
-            self.region.clone(),
-            self.track.clone(),
-            self.transport.clone(),
-            self.options.limits.clone(),
-        )
+        TrackClient::builder(self.region.clone(), self.track.clone())
+            .options(self.options.clone())
+            .transport(self.transport.clone())
+            .build()
     }
 
     /// A Track v2 batch client on the shared transport.
     pub fn batch_client(&self) -> BatchClient {
-        BatchClient::with_transport(
-            self.region.clone(),
-            self.track.clone(),
-            self.transport.clone(),
-            self.options.limits.clone(),
-        )
+        BatchClient::builder(self.region.clone(), self.track.clone())
+            .options(self.options.clone())
+            .transport(self.transport.clone())
+            .build()
     }
 
     /// An App API client on the shared transport.
     pub fn app_client(&self) -> AppClient {
-        AppClient::with_transport(
-            self.region.clone(),
-            self.app.clone(),
-            self.transport.clone(),
-        )
+        AppClient::builder(self.region.clone(), self.app.clone())
+            .options(self.options.clone())
+            .transport(self.transport.clone())
+            .build()
     }
 }

@@ -36,6 +36,7 @@ mod app;
 mod config;
 mod server;
 mod stats;
+mod tls;
 mod track;
 
 use std::net::SocketAddr;
@@ -61,6 +62,7 @@ impl MockServer {
         MockBuilder {
             config: MockConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
         }
     }
 }
@@ -70,6 +72,7 @@ impl MockServer {
 pub struct MockBuilder {
     config: MockConfig,
     listen: SocketAddr,
+    tls: bool,
 }
 
 /// Why the mock could not start.
@@ -86,9 +89,37 @@ pub enum MockError {
     /// Invalid faults.
     #[error("invalid faults: {0}")]
     Faults(String),
+    /// The TLS certificate could not be made.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl MockBuilder {
+    /// Serve `https://` with a certificate made at start for `127.0.0.1`, `::1` and
+    /// `localhost`, signed by a CA made at start too. [`MockHandle::ca_pem`] is the CA to
+    /// trust, and [`MockHandle::client_options`] a client configuration that trusts it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use cio_api::{Operation, TrackClient, TrackCredentials};
+    /// use tower::ServiceExt;
+    ///
+    /// let mock = cio_mock::MockServer::builder().tls().start().await.unwrap();
+    /// assert!(mock.url().starts_with("https://127.0.0.1:"));
+    /// let client = TrackClient::builder(mock.region(), TrackCredentials::new("s", "k"))
+    ///     .options(mock.client_options())
+    ///     .build();
+    /// let op = Operation::from_json(br#"{"type":"person","identifiers":{"id":"42"},"action":"identify"}"#).unwrap();
+    /// client.oneshot(op).await.unwrap();
+    /// assert_eq!(mock.stats().requests, 1);
+    /// # }
+    /// ```
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Where to listen (default `127.0.0.1:0`, a free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -176,11 +207,23 @@ impl MockBuilder {
             addr: self.listen,
             source,
         })?;
+        let tls = if self.tls {
+            Some(tls::MockTls::generate().map_err(MockError::Tls)?)
+        } else {
+            None
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         let state = Arc::new(State::new(self.config));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::serve(listener, state.clone(), shutdown.clone()));
+        let task = tokio::spawn(server::serve(
+            listener,
+            state.clone(),
+            tls,
+            shutdown.clone(),
+        ));
         Ok(MockHandle {
             addr,
+            ca_pem,
             state,
             shutdown,
             task: Some(task),
@@ -192,6 +235,8 @@ impl MockBuilder {
 /// in-flight requests.
 pub struct MockHandle {
     addr: SocketAddr,
+    /// With TLS: the CA that signed its certificate.
+    ca_pem: Option<String>,
     state: Arc<State>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -201,6 +246,7 @@ impl std::fmt::Debug for MockHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockHandle")
             .field("addr", &self.addr)
+            .field("tls", &self.ca_pem.is_some())
             .finish()
     }
 }
@@ -211,9 +257,32 @@ impl MockHandle {
         self.addr
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with [`MockBuilder::tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.ca_pem.is_some() {
+            format!("https://{}", self.addr)
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// With [`MockBuilder::tls`]: the PEM of the CA that clients must trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Client options that reach this mock: with TLS, its CA trusted on top of the default roots;
+    /// without, the defaults.
+    pub fn client_options(&self) -> cio_api::ClientOptions {
+        let mut options = cio_api::ClientOptions::default();
+        if let Some(pem) = &self.ca_pem {
+            match options.tls.clone().with_ca_pem(pem.as_bytes()) {
+                Ok(tls) => options.tls = tls,
+                // The PEM was made by this process a moment ago: it always reads.
+                Err(e) => tracing::error!(error = %e, "the mock's own CA did not read back"),
+            }
+        }
+        options
     }
 
     /// A [`cio_api::Region`] pointing every client at this mock.

@@ -114,7 +114,12 @@ pub(crate) fn meta_error(status: StatusCode, message: impl Into<String>) -> Answ
     json(status, &json!({"meta": {"error": message.into()}}))
 }
 
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<crate::tls::MockTls>,
+    shutdown: CancellationToken,
+) {
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -134,32 +139,54 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Ca
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
+        match &tls {
+            None => {
+                conns.spawn(connection(stream, state, shutdown));
             }
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor.clone();
+                conns.spawn(async move {
+                    // A client that never finishes its handshake does not hold a task for ever.
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(stream)) => connection(stream, state, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     // Let in-flight requests finish (each connection shuts down gracefully).
     let _ = tokio::time::timeout(Duration::from_secs(6), async {
         while conns.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Serves one connection, plain or TLS, until it closes or the server shuts down.
+async fn connection<IO>(stream: IO, state: Arc<State>, shutdown: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Dropped> {

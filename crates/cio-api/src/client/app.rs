@@ -2,12 +2,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::Value;
 
+use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::transactional::AppRequest;
-use crate::transport::{ClientOptions, Transport};
+use crate::transport::Idempotency;
 use crate::{AppCredentials, Error, Region};
 
 /// The App API: transactional messages (`/v1/send/*`) and broadcast triggers.
@@ -23,9 +24,8 @@ pub struct AppClient {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Transport,
+    core: Core,
     base: String,
-    auth: HeaderValue,
     retry_sends: bool,
 }
 
@@ -46,34 +46,14 @@ impl AppResponse {
 }
 
 impl AppClient {
-    /// A client with default options.
+    /// A client with default options on its own [`crate::Transport`].
     pub fn new(region: Region, credentials: AppCredentials) -> Self {
-        Self::with_options(region, credentials, &ClientOptions::default())
+        Self::builder(region, credentials).build()
     }
 
-    /// A client with these options.
-    pub fn with_options(
-        region: Region,
-        credentials: AppCredentials,
-        options: &ClientOptions,
-    ) -> Self {
-        Self::with_transport(region, credentials, Transport::new(options))
-    }
-
-    /// A client sharing an existing transport.
-    pub fn with_transport(
-        region: Region,
-        credentials: AppCredentials,
-        transport: Transport,
-    ) -> Self {
-        AppClient {
-            inner: Arc::new(Inner {
-                transport,
-                base: region.app_base().to_owned(),
-                auth: credentials.header(),
-                retry_sends: false,
-            }),
-        }
+    /// A builder: options, a shared transport, or any tower HTTP service underneath.
+    pub fn builder(region: Region, credentials: AppCredentials) -> ClientBuilder<Self> {
+        ClientBuilder::new(region, credentials.header())
     }
 
     /// Lets ambiguous failures of transactional sends stay retryable. Only for callers that
@@ -82,9 +62,8 @@ impl AppClient {
         let inner = &self.inner;
         AppClient {
             inner: Arc::new(Inner {
-                transport: inner.transport.clone(),
+                core: inner.core.clone(),
                 base: inner.base.clone(),
-                auth: inner.auth.clone(),
                 retry_sends: yes,
             }),
         }
@@ -104,9 +83,16 @@ impl AppClient {
         let url = format!("{}{}", inner.base, req.path());
         Box::pin(async move {
             let body = prepared?;
+            // Never sent again by the transport once it may have gone out: a message twice is
+            // worse than an error the caller can weigh.
             let result = inner
-                .transport
-                .send_checked(Method::POST, &url, &inner.auth, Some(Bytes::from(body)))
+                .core
+                .send_checked(
+                    Method::POST,
+                    &url,
+                    Some(Bytes::from(body)),
+                    Idempotency::NotIdempotent,
+                )
                 .await;
             let resp = match result {
                 Ok(r) => r,
@@ -137,6 +123,18 @@ fn may_have_been_sent(e: &Error) -> bool {
         Error::Timeout(_) | Error::Transport { .. } => true,
         Error::Api { status, .. } => status.is_server_error(),
         _ => false,
+    }
+}
+
+impl FromCore for AppClient {
+    fn from_core(core: Core, region: &Region) -> Self {
+        AppClient {
+            inner: Arc::new(Inner {
+                core,
+                base: region.app_base().to_owned(),
+                retry_sends: false,
+            }),
+        }
     }
 }
 

@@ -2,11 +2,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
-use crate::transport::{ClientOptions, Transport};
+use crate::transport::Idempotency;
 use crate::validate::{encode_batch, ValidationError};
 use crate::{Error, Limits, Operation, Region, TrackCredentials};
 
@@ -40,11 +41,9 @@ pub struct BatchClient {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Transport,
+    core: Core,
     batch_url: String,
     entity_url: String,
-    auth: HeaderValue,
-    limits: Limits,
 }
 
 /// Why one entry of a batch was not accepted. Never retryable: the entry itself is at fault.
@@ -105,53 +104,27 @@ struct EntryErrorBody {
 }
 
 impl BatchClient {
-    /// A client with default options.
+    /// A client with default options on its own [`crate::Transport`].
     pub fn new(region: Region, credentials: TrackCredentials) -> Self {
-        Self::with_options(region, credentials, &ClientOptions::default())
+        Self::builder(region, credentials).build()
     }
 
-    /// A client with these options.
-    pub fn with_options(
-        region: Region,
-        credentials: TrackCredentials,
-        options: &ClientOptions,
-    ) -> Self {
-        Self::with_transport(
-            region,
-            credentials,
-            Transport::new(options),
-            options.limits.clone(),
-        )
-    }
-
-    /// A client sharing an existing transport.
-    pub fn with_transport(
-        region: Region,
-        credentials: TrackCredentials,
-        transport: Transport,
-        limits: Limits,
-    ) -> Self {
-        BatchClient {
-            inner: Arc::new(Inner {
-                transport,
-                batch_url: format!("{}/v2/batch", region.track_base()),
-                entity_url: format!("{}/v2/entity", region.track_base()),
-                auth: credentials.header(),
-                limits,
-            }),
-        }
+    /// A builder: options, a shared transport, or any tower HTTP service underneath.
+    pub fn builder(region: Region, credentials: TrackCredentials) -> ClientBuilder<Self> {
+        ClientBuilder::new(region, credentials.header())
     }
 
     /// The limits this client enforces.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.core.limits
     }
 
     /// Validates, encodes and sends a batch.
     pub fn send(&self, ops: &[Operation]) -> ResponseFuture<BatchResponse> {
         let inner = self.inner.clone();
-        let encoded = encode_batch(ops, &inner.limits);
+        let encoded = encode_batch(ops, &inner.core.limits);
         let n = ops.len();
+        let ops_idempotent: Vec<bool> = ops.iter().map(Operation::is_idempotent).collect();
         Box::pin(async move {
             let encoded = encoded?;
             let mut outcomes: Vec<Result<(), EntryError>> = vec![Ok(()); n];
@@ -164,13 +137,20 @@ impl BatchClient {
                     outcomes,
                 });
             }
+            // Sent again after a broken connection only if every entry sent is idempotent.
+            let idempotency = Idempotency::from_bool(
+                encoded
+                    .sent
+                    .iter()
+                    .all(|&i| ops_idempotent.get(i).copied().unwrap_or(false)),
+            );
             let resp = inner
-                .transport
+                .core
                 .send_checked(
                     Method::POST,
                     &inner.batch_url,
-                    &inner.auth,
                     Some(Bytes::from(encoded.body)),
+                    idempotency,
                 )
                 .await?;
             // 200 `{}` (or an empty body) is all accepted; a 207 or a 200 with `errors` is not.
@@ -214,17 +194,29 @@ impl BatchClient {
     /// `POST /api/v2/entity`: one entry on its own (at most 32 KB).
     pub async fn entity(&self, op: &Operation) -> Result<(), Error> {
         let mut body = Vec::with_capacity(256);
-        op.encode_entry(&self.inner.limits, &mut body)?;
+        op.encode_entry(&self.inner.core.limits, &mut body)?;
         self.inner
-            .transport
+            .core
             .send_checked(
                 Method::POST,
                 &self.inner.entity_url,
-                &self.inner.auth,
                 Some(Bytes::from(body)),
+                Idempotency::from_bool(op.is_idempotent()),
             )
             .await?;
         Ok(())
+    }
+}
+
+impl FromCore for BatchClient {
+    fn from_core(core: Core, region: &Region) -> Self {
+        BatchClient {
+            inner: Arc::new(Inner {
+                core,
+                batch_url: format!("{}/v2/batch", region.track_base()),
+                entity_url: format!("{}/v2/entity", region.track_base()),
+            }),
+        }
     }
 }
 

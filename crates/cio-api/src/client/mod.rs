@@ -1,10 +1,13 @@
-//! The client `Service`s. Each is cheap to clone (an `Arc` and a pooled transport) and composes
-//! under `tower::ServiceBuilder`; `poll_ready` is always ready (the connection pool grows on
-//! demand), so back-pressure belongs to the layers in front.
+//! The client `Service`s. Each is cheap to clone (an `Arc` around the shared core: the HTTP
+//! service with its layers, the auth header, the limits) and composes under
+//! `tower::ServiceBuilder`; `poll_ready` is always ready (the connection pool grows on demand),
+//! so back-pressure belongs to the layers in front. [`ClientBuilder`] builds any of them, over
+//! the default [`crate::Transport`] or any tower HTTP service.
 
 mod app;
 mod batch;
 mod pipelines;
+mod shared;
 mod track;
 
 use std::future::Future;
@@ -13,6 +16,7 @@ use std::pin::Pin;
 pub use app::{AppClient, AppResponse};
 pub use batch::{BatchClient, BatchResponse, EntryError};
 pub use pipelines::{PipelinesClient, PipelinesResponse};
+pub use shared::{BoxError, ClientBuilder};
 pub use track::{TrackClient, TrackResponse};
 
 /// The response future of every client.

@@ -2,12 +2,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
+use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::pipelines::PipelinesRequest;
-use crate::transport::{ClientOptions, Transport};
-use crate::{Error, Limits, PipelinesCredentials, Region};
+use crate::transport::Idempotency;
+use crate::{Error, PipelinesCredentials, Region};
 
 /// The Pipelines (CDP) API: Segment-compatible calls and batches.
 ///
@@ -20,10 +21,8 @@ pub struct PipelinesClient {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Transport,
+    core: Core,
     base: String,
-    auth: HeaderValue,
-    limits: Limits,
 }
 
 /// A successful Pipelines answer.
@@ -34,57 +33,47 @@ pub struct PipelinesResponse {
 }
 
 impl PipelinesClient {
-    /// A client with default options.
+    /// A client with default options on its own [`crate::Transport`].
     pub fn new(region: Region, credentials: PipelinesCredentials) -> Self {
-        Self::with_options(region, credentials, &ClientOptions::default())
+        Self::builder(region, credentials).build()
     }
 
-    /// A client with these options.
-    pub fn with_options(
-        region: Region,
-        credentials: PipelinesCredentials,
-        options: &ClientOptions,
-    ) -> Self {
-        Self::with_transport(
-            region,
-            credentials,
-            Transport::new(options),
-            options.limits.clone(),
-        )
-    }
-
-    /// A client sharing an existing transport.
-    pub fn with_transport(
-        region: Region,
-        credentials: PipelinesCredentials,
-        transport: Transport,
-        limits: Limits,
-    ) -> Self {
-        PipelinesClient {
-            inner: Arc::new(Inner {
-                transport,
-                base: region.pipelines_base().to_owned(),
-                auth: credentials.header(),
-                limits,
-            }),
-        }
+    /// A builder: options, a shared transport, or any tower HTTP service underneath.
+    pub fn builder(region: Region, credentials: PipelinesCredentials) -> ClientBuilder<Self> {
+        ClientBuilder::new(region, credentials.header())
     }
 
     /// Validates and sends one request.
     pub fn send(&self, req: &PipelinesRequest) -> ResponseFuture<PipelinesResponse> {
         let inner = self.inner.clone();
-        let body = req.encode(&inner.limits);
+        let body = req.encode(&inner.core.limits);
         let url = format!("{}{}", inner.base, req.path());
         Box::pin(async move {
             let body = body?;
             let resp = inner
-                .transport
-                .send_checked(Method::POST, &url, &inner.auth, Some(Bytes::from(body)))
+                .core
+                .send_checked(
+                    Method::POST,
+                    &url,
+                    Some(Bytes::from(body)),
+                    Idempotency::NotIdempotent,
+                )
                 .await?;
             Ok(PipelinesResponse {
                 status: resp.status,
             })
         })
+    }
+}
+
+impl FromCore for PipelinesClient {
+    fn from_core(core: Core, region: &Region) -> Self {
+        PipelinesClient {
+            inner: Arc::new(Inner {
+                core,
+                base: region.pipelines_base().to_owned(),
+            }),
+        }
     }
 }
 

@@ -2,11 +2,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
+use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
-use crate::transport::{ClientOptions, Transport};
-use crate::{Error, Limits, Operation, Region, TrackCredentials};
+use crate::transport::Idempotency;
+use crate::{Error, Operation, Region, TrackCredentials};
 
 /// Track API v1: one request per [`Operation`], the synchronous path for callers that need an
 /// answer per operation.
@@ -31,10 +32,8 @@ pub struct TrackClient {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Transport,
+    core: Core,
     base: String,
-    auth: HeaderValue,
-    limits: Limits,
 }
 
 /// A successful v1 answer.
@@ -47,54 +46,29 @@ pub struct TrackResponse {
 }
 
 impl TrackClient {
-    /// A client with default options (10 s timeout, documented limits).
+    /// A client with default options (10 s timeout, documented limits) on its own [`crate::Transport`].
     pub fn new(region: Region, credentials: TrackCredentials) -> Self {
-        Self::with_options(region, credentials, &ClientOptions::default())
+        Self::builder(region, credentials).build()
     }
 
-    /// A client with these options.
-    pub fn with_options(
-        region: Region,
-        credentials: TrackCredentials,
-        options: &ClientOptions,
-    ) -> Self {
-        Self::with_transport(
-            region,
-            credentials,
-            Transport::new(options),
-            options.limits.clone(),
-        )
-    }
-
-    /// A client sharing an existing transport (and its connection pool).
-    pub fn with_transport(
-        region: Region,
-        credentials: TrackCredentials,
-        transport: Transport,
-        limits: Limits,
-    ) -> Self {
-        TrackClient {
-            inner: Arc::new(Inner {
-                transport,
-                base: format!("{}/v1", region.track_base()),
-                auth: credentials.header(),
-                limits,
-            }),
-        }
+    /// A builder: options, a shared transport, or any tower HTTP service underneath.
+    pub fn builder(region: Region, credentials: TrackCredentials) -> ClientBuilder<Self> {
+        ClientBuilder::new(region, credentials.header())
     }
 
     /// Validates and sends one operation.
     pub fn send(&self, op: &Operation) -> ResponseFuture<TrackResponse> {
         let inner = self.inner.clone();
         let prepared = op
-            .validate(&inner.limits)
+            .validate(&inner.core.limits)
             .map_err(Error::from)
             .and_then(|()| op.to_v1_wire(&inner.base));
+        let idempotency = Idempotency::from_bool(op.is_idempotent());
         Box::pin(async move {
             let req = prepared?;
             let resp = inner
-                .transport
-                .send_checked(req.method, &req.url, &inner.auth, req.body)
+                .core
+                .send_checked(req.method, &req.url, req.body, idempotency)
                 .await?;
             Ok(TrackResponse {
                 status: resp.status,
@@ -108,13 +82,24 @@ impl TrackClient {
         let url = format!("{}/accounts/region", self.inner.base);
         let resp = self
             .inner
-            .transport
-            .send_checked(Method::GET, &url, &self.inner.auth, None)
+            .core
+            .send_checked(Method::GET, &url, None, Idempotency::Idempotent)
             .await?;
         serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
             status: resp.status,
             reason: e.to_string(),
         })
+    }
+}
+
+impl FromCore for TrackClient {
+    fn from_core(core: Core, region: &Region) -> Self {
+        TrackClient {
+            inner: Arc::new(Inner {
+                core,
+                base: format!("{}/v1", region.track_base()),
+            }),
+        }
     }
 }
 

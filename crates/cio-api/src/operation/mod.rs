@@ -314,6 +314,41 @@ impl Operation {
         }
     }
 
+    /// Whether sending it twice has the effect of sending it once, so that the transport may send
+    /// it again after a connection broke with no answer ([`crate::Idempotency`]).
+    ///
+    /// Setting state is (an identify, a delete, a device, a relationship, a suppression, a
+    /// segment membership). An event is only when it carries an `id`: Customer.io de-duplicates
+    /// on it. A merge (the second one finds no secondary), a delivery metric (counted twice) and
+    /// a form submission (a form submitted twice) are not.
+    ///
+    /// ```
+    /// use cio_api::Operation;
+    ///
+    /// let with_id = Operation::from_json(br#"{"type":"person","identifiers":{"id":"1"},"action":"event","name":"x","id":"01HZY3J5K3V1X0SJQ2Q0CE7A9N"}"#).unwrap();
+    /// let without = Operation::from_json(br#"{"type":"person","identifiers":{"id":"1"},"action":"event","name":"x"}"#).unwrap();
+    /// assert!(with_id.is_idempotent() && !without.is_idempotent());
+    /// ```
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Operation::Event(e) => e.id.is_some(),
+            Operation::Merge(_) | Operation::DeliveryEvent(_) | Operation::FormSubmit(_) => false,
+            Operation::Identify(_)
+            | Operation::Delete(_)
+            | Operation::AddRelationships(_)
+            | Operation::DeleteRelationships(_)
+            | Operation::AddDevice(_)
+            | Operation::DeleteDevice(_)
+            | Operation::Suppress(_)
+            | Operation::Unsuppress(_)
+            | Operation::ObjectIdentify(_)
+            | Operation::ObjectDelete(_)
+            | Operation::ObjectAddRelationships(_)
+            | Operation::ObjectDeleteRelationships(_)
+            | Operation::SegmentMembership(_) => true,
+        }
+    }
+
     /// A stable name for counting operations by kind (the mock's `accepted` keys): the action for
     /// person entries (`identify`, `event`, `page`, ...), `object_<action>` for objects,
     /// `delivery_event`, `segment_add` / `segment_remove`, `form_submit`.

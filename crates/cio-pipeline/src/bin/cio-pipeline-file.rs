@@ -157,7 +157,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..RetryConfig::default()
     });
     let report = if args.batch {
-        let client = BatchClient::with_options(region, credentials, &options);
+        let client = BatchClient::builder(region, credentials)
+            .options(options.clone())
+            .build();
         let batch = BatchLayer::new(BatchConfig {
             max_weight: options.limits.batch_weight(),
             max_linger: Duration::from_millis(20),
@@ -176,7 +178,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .run(shutdown.clone())
             .await
     } else {
-        let client = TrackClient::with_options(region, credentials, &options);
+        let client = TrackClient::builder(region, credentials)
+            .options(options.clone())
+            .build();
         let service = tower::ServiceBuilder::new().layer(retry).service(client);
         Processor::new(source, OperationDecoder::new(), service, dead_letters)
             .max_in_flight(args.max_in_flight)

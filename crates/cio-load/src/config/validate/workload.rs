@@ -170,11 +170,13 @@ fn stack(s: FileStack, path: &FieldPath, problems: &mut Problems) -> StackConfig
     if let Some(l) = s.linger {
         c.batch.max_linger = l.0;
     }
-    if let Some(d) = s.deadline {
-        if d.0.is_zero() {
-            problems.push((path.key("deadline"), "must be more than zero".into()));
-        }
-        c.deadline = d.0;
+    if s.deadline.is_some() {
+        // Each attempt is bounded by the request timeout alone (the stack had a deadline of its
+        // own that could never fire behind it).
+        problems.push((
+            path.key("deadline"),
+            "the stack has no per-attempt deadline of its own: set the request timeout, [target] timeout = \"10s\"".into(),
+        ));
     }
     match s.concurrency {
         None => {}
