@@ -28,15 +28,7 @@ pub struct TargetArgs {
     /// Track API key (or CIO_API_KEY; prefer the variable: flags show in `ps`).
     #[arg(long, env = "CIO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub connection: ConnectionArgs,
-}
-
-/// How connections are made: which CAs https trusts, and how long an attempt may take. Shared by
-/// `cio pipe`, `cio worker` and `cio load`.
-#[derive(Args, Debug, Clone, Default, serde::Deserialize)]
-pub struct ConnectionArgs {
+    // How connections are made: which CAs https trusts, and how long an attempt may take.
     /// Also trust the CA certificates in this PEM file for https (a staging or TLS-inspecting
     /// proxy's CA, or `cio mock --tls --tls-ca-out FILE`'s).
     #[arg(long, env = "CIO_CA_CERT", value_name = "FILE")]
@@ -55,17 +47,7 @@ pub struct ConnectionArgs {
     pub connect_timeout: Option<Duration>,
 }
 
-impl ConnectionArgs {
-    /// Flags over `file`, field by field.
-    pub fn or(self, file: ConnectionArgs) -> ConnectionArgs {
-        ConnectionArgs {
-            ca_cert: self.ca_cert.or(file.ca_cert),
-            native_roots: self.native_roots || file.native_roots,
-            request_timeout: self.request_timeout.or(file.request_timeout),
-            connect_timeout: self.connect_timeout.or(file.connect_timeout),
-        }
-    }
-
+impl TargetArgs {
     /// The client options these flags ask for, or one line saying what is wrong.
     pub fn client_options(&self) -> Result<ClientOptions, String> {
         let defaults = ClientOptions::default();
@@ -84,13 +66,23 @@ impl ConnectionArgs {
 
     /// The TLS roots these flags ask for.
     pub fn tls(&self) -> Result<TlsOptions, String> {
+        tls_options(self.ca_cert.as_deref(), self.native_roots)
+    }
+}
+
+/// The TLS roots of `--ca-cert` and `--native-roots`.
+pub fn tls_options(
+    ca_cert: Option<&std::path::Path>,
+    native_roots: bool,
+) -> Result<TlsOptions, String> {
+    {
         let mut tls = TlsOptions::default();
-        if self.native_roots {
+        if native_roots {
             tls = tls
                 .with_native_roots()
                 .map_err(|e| format!("--native-roots: {e}"))?;
         }
-        if let Some(path) = &self.ca_cert {
+        if let Some(path) = ca_cert {
             tls = tls.with_ca_file(path).map_err(|e| {
                 format!("--ca-cert: {e}\n  hint: give a PEM file of CA certificates, e.g. the one `cio mock --tls --tls-ca-out ca.pem` writes")
             })?;
@@ -114,7 +106,10 @@ impl TargetArgs {
             region: self.region.or(file.region),
             site_id: self.site_id.or(file.site_id),
             api_key: self.api_key.or(file.api_key),
-            connection: self.connection.or(file.connection),
+            ca_cert: self.ca_cert.or(file.ca_cert),
+            native_roots: self.native_roots || file.native_roots,
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout),
         }
     }
 
@@ -269,7 +264,7 @@ mod tests {
             site_id: Some("s".into()),
             api_key: Some("k".into()),
             region: None,
-            connection: ConnectionArgs::default(),
+            ..TargetArgs::default()
         };
         assert!(t.resolve().unwrap_err().contains("http://"));
     }

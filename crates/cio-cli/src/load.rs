@@ -91,12 +91,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
         Endpoint::Mock => Some(start_mock(&plan).await?),
         _ => None,
     };
-    let tls = crate::common::ConnectionArgs {
-        ca_cert: args.ca_cert.clone(),
-        native_roots: args.native_roots,
-        ..Default::default()
-    }
-    .tls()?;
+    let tls = crate::common::tls_options(args.ca_cert.as_deref(), args.native_roots)?;
     let connection = Connection::resolve(
         &plan.target.endpoint,
         mock.as_ref().map(|m| m.url()).as_deref(),

@@ -78,7 +78,7 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         concurrency: args.concurrency,
         max_in_flight: args.max_in_flight,
         drain_deadline: args.shutdown_timeout,
-        client: args.target.connection.client_options()?,
+        client: args.target.client_options()?,
         ..DeliverySettings::default()
     };
     let mut builder = FileSource::builder();

@@ -229,7 +229,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         concurrency: args.concurrency.unwrap_or(ConcurrencyArg::Auto),
         max_in_flight: args.max_in_flight.unwrap_or(20_000),
         drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
-        client: args.target.connection.client_options()?,
+        client: args.target.client_options()?,
         ..DeliverySettings::default()
     };
     settings.check()?;

@@ -326,3 +326,94 @@ fn customer_io_needs_explicit_credentials_and_nothing_is_sent_without_them() {
         text(&out)
     );
 }
+
+/// `cio mock` as a separate process, over http or https (its CA written to `ca`).
+struct MockProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl MockProcess {
+    fn start(tls: Option<&Path>) -> MockProcess {
+        use std::io::BufRead;
+        let mut c = cio();
+        c.args(["mock", "--listen", "127.0.0.1:0", "--track-rate", "0"]);
+        if let Some(ca) = tls {
+            c.arg("--tls").arg("--tls-ca-out").arg(ca);
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line was {first:?}"))
+            .to_owned();
+        MockProcess { child, url }
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cio_load_runs_against_cio_mock_over_http_and_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "plan.json",
+        r#"{"thresholds": {"errors": ["rate==0"], "dropped_iterations": ["count==0"]},
+            "scenarios": {"events": {"executor": "constant-arrival-rate", "rate": 50, "duration": "1s", "preAllocatedVUs": 4}}}"#,
+    );
+    let ca = dir.path().join("ca.pem");
+    for tls in [false, true] {
+        let mock = MockProcess::start(tls.then_some(ca.as_path()));
+        assert_eq!(mock.url.starts_with("https://"), tls, "{}", mock.url);
+        let summary = dir.path().join(format!("summary-{tls}.json"));
+        let mut c = cio();
+        c.arg("load")
+            .arg(&plan)
+            .args(["--target", &mock.url, "--no-progress", "--quiet"])
+            .arg("--summary-export")
+            .arg(&summary);
+        if tls {
+            c.arg("--ca-cert").arg(&ca);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "tls {tls}: {}", text(&out));
+        let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_eq!(v["scenarios"]["events"]["started"], 50, "tls {tls}: {v}");
+        assert_eq!(v["scenarios"]["events"]["errors"], 0, "tls {tls}: {v}");
+        if tls {
+            // Without the CA every request fails the handshake, and the threshold says so.
+            let out = cio()
+                .arg("load")
+                .arg(&plan)
+                .args(["--target", &mock.url, "--no-progress", "--quiet"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(99), "{}", text(&out));
+            // A CA file that is not one is refused before anything is sent.
+            let bad = write(dir.path(), "bad.pem", "not a certificate");
+            let out = cio()
+                .arg("load")
+                .arg(&plan)
+                .args(["--target", &mock.url, "--ca-cert"])
+                .arg(&bad)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            assert!(text(&out).contains("--ca-cert"), "{}", text(&out));
+        }
+    }
+}

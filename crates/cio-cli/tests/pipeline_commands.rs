@@ -356,13 +356,24 @@ fn worker_config_errors_are_clear() {
 
 #[test]
 fn demo_proves_exactly_once_and_compares_the_paths() {
+    demo(false);
+}
+
+#[test]
+fn demo_over_tls_proves_exactly_once_and_compares_the_paths() {
+    demo(true);
+}
+
+fn demo(tls: bool) {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("demo.json");
-    let out = cio()
-        .args(["demo", "--events", "20000", "--summary-json"])
-        .arg(&summary)
-        .output()
-        .unwrap();
+    let mut c = cio();
+    c.args(["demo", "--events", "20000", "--summary-json"])
+        .arg(&summary);
+    if tls {
+        c.arg("--tls");
+    }
+    let out = c.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -374,6 +385,11 @@ fn demo_proves_exactly_once_and_compares_the_paths() {
         "{stdout}"
     );
     assert!(stdout.contains("side by side"), "{stdout}");
+    assert_eq!(
+        stdout.contains("mock Customer.io on https://"),
+        tls,
+        "{stdout}"
+    );
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(s["exactly_once"], true);
     assert_eq!(s["batched"]["delivered"], 20000);

@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Faults, Latency, MockConfig, MockCredentials, RateLimit};
 pub use stats::StatsSnapshot;
+pub use tls::TlsIdentity;
 
 use server::State;
 
@@ -208,11 +209,11 @@ impl MockBuilder {
             source,
         })?;
         let tls = if self.tls {
-            Some(tls::MockTls::generate().map_err(MockError::Tls)?)
+            Some(TlsIdentity::generate().map_err(MockError::Tls)?)
         } else {
             None
         };
-        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem().to_owned());
         let state = Arc::new(State::new(self.config));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::serve(

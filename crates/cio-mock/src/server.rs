@@ -117,7 +117,7 @@ pub(crate) fn meta_error(status: StatusCode, message: impl Into<String>) -> Answ
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
-    tls: Option<crate::tls::MockTls>,
+    tls: Option<crate::tls::TlsIdentity>,
     shutdown: CancellationToken,
 ) {
     let mut conns = JoinSet::new();
@@ -144,7 +144,7 @@ pub(crate) async fn serve(
                 conns.spawn(connection(stream, state, shutdown));
             }
             Some(tls) => {
-                let acceptor = tls.acceptor.clone();
+                let acceptor = tls.acceptor();
                 conns.spawn(async move {
                     // A client that never finishes its handshake does not hold a task for ever.
                     let handshake = acceptor.accept(stream);

@@ -12,17 +12,34 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A certificate authority and the server configuration it signed.
+/// A certificate authority made in memory and a server certificate it signed for `127.0.0.1`,
+/// `::1` and `localhost`: what [`crate::MockBuilder::tls`] serves with, and what a test server of
+/// your own can use to speak TLS on loopback.
 #[derive(Clone)]
-pub(crate) struct MockTls {
-    /// The CA certificate clients must trust, as PEM.
-    pub(crate) ca_pem: String,
-    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+pub struct TlsIdentity {
+    ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
 }
 
-impl MockTls {
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// The CA certificate clients must trust, as PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Accepts TLS connections with the server certificate (ALPN `http/1.1`).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.clone()
+    }
+
     /// A new CA and server certificate (fresh keys every time).
-    pub(crate) fn generate() -> Result<MockTls, String> {
+    pub fn generate() -> Result<TlsIdentity, String> {
         let fail = |what: &str, e: rcgen::Error| format!("cannot make the mock's {what}: {e}");
         let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail("CA", e))?;
@@ -61,7 +78,7 @@ impl MockTls {
             .with_single_cert(chain, private)
             .map_err(|e| format!("cannot configure TLS: {e}"))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(MockTls {
+        Ok(TlsIdentity {
             ca_pem: ca_cert.pem(),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })

@@ -31,10 +31,11 @@ use cio_pipeline::source::FileSource;
 use cio_pipeline::{Processor, StopReason};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: cio-pipeline-file --endpoint URL --checkpoint PATH --dead-letters PATH [--max-in-flight N] [--checkpoint-every N] [--checkpoint-interval-ms N] [--max-unpersisted N] [--drain-deadline-ms N] [--follow] [--batch] FILE...";
+const USAGE: &str = "usage: cio-pipeline-file --endpoint URL [--ca-cert PEM] --checkpoint PATH --dead-letters PATH [--max-in-flight N] [--checkpoint-every N] [--checkpoint-interval-ms N] [--max-unpersisted N] [--drain-deadline-ms N] [--follow] [--batch] FILE...";
 
 struct Args {
     endpoint: String,
+    ca_cert: Option<PathBuf>,
     checkpoint: PathBuf,
     dead_letters: PathBuf,
     files: Vec<PathBuf>,
@@ -52,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut endpoint, mut checkpoint, mut dead_letters) = (None, None, None);
     let mut args = Args {
         endpoint: String::new(),
+        ca_cert: None,
         checkpoint: PathBuf::new(),
         dead_letters: PathBuf::new(),
         files: Vec::new(),
@@ -71,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--endpoint" => endpoint = it.next(),
+            "--ca-cert" => args.ca_cert = it.next().map(PathBuf::from),
             "--checkpoint" => checkpoint = it.next().map(PathBuf::from),
             "--dead-letters" => dead_letters = it.next().map(PathBuf::from),
             "--max-in-flight" => args.max_in_flight = number(&a, it.next())?,
@@ -145,8 +148,13 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
 
     let dead_letters = JsonLinesFile::create(&args.dead_letters).await?;
+    let mut tls = cio_api::TlsOptions::default();
+    if let Some(ca) = &args.ca_cert {
+        tls = tls.with_ca_file(ca)?;
+    }
     let options = ClientOptions {
         timeout: Duration::from_secs(5),
+        tls,
         ..ClientOptions::default()
     };
     let credentials = TrackCredentials::new("site", "key");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{checkpoint_mark, mock_with_latency, write_events, Child, Files};
+use crate::support::{checkpoint_mark, mock_with_latency, write_events, Child, Files, Scheme};
 
 const LINES: usize = 6000;
 const IN_FLIGHT: u64 = 32;
@@ -14,16 +14,24 @@ const IN_FLIGHT: u64 = 32;
 const WINDOW: u64 = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_sigkills_lose_nothing_and_each_restart_resends_at_most_the_window() {
-    tokio::time::timeout(Duration::from_secs(120), run())
+async fn five_sigkills_lose_nothing_and_each_restart_resends_at_most_the_window_over_http() {
+    tokio::time::timeout(Duration::from_secs(120), run(Scheme::Http))
         .await
         .expect("the crash test finishes in time");
 }
 
-async fn run() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_sigkills_lose_nothing_and_each_restart_resends_at_most_the_window_over_https() {
+    tokio::time::timeout(Duration::from_secs(120), run(Scheme::Https))
+        .await
+        .expect("the crash test finishes in time");
+}
+
+async fn run(scheme: Scheme) {
     let files = Files::new();
     let ends = write_events(&files.input, LINES);
-    let mock = mock_with_latency().await;
+    let mock = mock_with_latency(scheme).await;
+    assert_eq!(mock.url().starts_with("https://"), scheme == Scheme::Https);
     let args = [
         "--max-in-flight",
         &IN_FLIGHT.to_string(),
@@ -74,7 +82,7 @@ async fn run() {
     let stats = mock.stats();
     let n = LINES as u64;
     eprintln!(
-        "crash test: delivered at each kill {delivered_at_kill:?}; re-sent after each kill {resent:?} \
+        "crash test over {scheme:?}: delivered at each kill {delivered_at_kill:?}; re-sent after each kill {resent:?} \
          (window {WINDOW}, in flight {IN_FLIGHT}); duplicates seen by the mock {}; requests {}",
         stats.duplicate_event_ids, stats.requests
     );

@@ -4,28 +4,36 @@
 use std::time::Duration;
 
 use cio_layers::ByError;
-use cio_mock::{Faults, Latency, MockServer};
+use cio_mock::{Faults, Latency};
 use cio_pipeline::cio::OperationDecoder;
 use cio_pipeline::dead_letter::JsonLinesFile;
 use cio_pipeline::source::FileSource;
 use cio_pipeline::Processor;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{batching_stack, checkpoint_mark, write_events, Files};
+use crate::support::{batching_stack, checkpoint_mark, write_events, Files, Scheme};
 
 const LINES: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_good_line_is_delivered_through_mock_faults() {
-    tokio::time::timeout(Duration::from_secs(60), run())
+async fn every_good_line_is_delivered_through_mock_faults_over_http() {
+    tokio::time::timeout(Duration::from_secs(60), run(Scheme::Http))
         .await
         .expect("the fault test finishes in time");
 }
 
-async fn run() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_good_line_is_delivered_through_mock_faults_over_https() {
+    tokio::time::timeout(Duration::from_secs(60), run(Scheme::Https))
+        .await
+        .expect("the fault test finishes in time");
+}
+
+async fn run(scheme: Scheme) {
     let files = Files::new();
     let ends = write_events(&files.input, LINES);
-    let mock = MockServer::builder()
+    let mock = scheme
+        .builder()
         .unlimited()
         .faults(Faults {
             // Each fault must happen for the test to mean anything. The file makes about 80
@@ -61,7 +69,10 @@ async fn run() {
     .run(CancellationToken::new())
     .await;
     let stats = mock.stats();
-    eprintln!("faults test: {report:?}\nmock: {stats:?}");
+    eprintln!(
+        "faults test over {scheme:?} ({}): {report:?}\nmock: {stats:?}",
+        mock.url()
+    );
     assert!(report.is_complete() && report.is_balanced(), "{report:?}");
     assert_eq!((report.delivered, report.dead_lettered), (LINES as u64, 0));
     assert_eq!(stats.unique_event_ids, LINES as u64);

@@ -29,7 +29,7 @@ async fn sigterm_flushes_open_batches() {
 async fn run(lines: usize, extra: &[&str]) {
     let files = Files::new();
     let ends = write_events(&files.input, lines);
-    let mock = mock_with_latency().await;
+    let mock = mock_with_latency(crate::support::Scheme::Http).await;
     // No periodic checkpoint during the run: the one on disk is the shutdown's.
     let mut args = extra.to_vec();
     args.extend([

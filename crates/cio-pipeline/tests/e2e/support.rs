@@ -45,8 +45,9 @@ pub fn write_events(path: &Path, n: usize) -> Vec<u64> {
 
 /// A mock without rate limits, answering after a few milliseconds (after it has accepted the
 /// entries, as Customer.io would: a client killed while waiting leaves accepted events behind).
-pub async fn mock_with_latency() -> MockHandle {
-    MockServer::builder()
+pub async fn mock_with_latency(scheme: Scheme) -> MockHandle {
+    scheme
+        .builder()
         .unlimited()
         .faults(Faults {
             latency_ms: Some(Latency {
@@ -58,6 +59,23 @@ pub async fn mock_with_latency() -> MockHandle {
         .start()
         .await
         .unwrap()
+}
+
+/// Which scheme a test runs over: every end-to-end path runs over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// A mock builder serving this scheme.
+    pub fn builder(self) -> cio_mock::MockBuilder {
+        match self {
+            Scheme::Http => MockServer::builder(),
+            Scheme::Https => MockServer::builder().tls(),
+        }
+    }
 }
 
 /// Reads the checkpoint's single file mark.
@@ -97,7 +115,13 @@ pub struct Child {
 impl Child {
     /// Starts the binary on `files` against `mock` and waits for its start line.
     pub async fn spawn(files: &Files, mock: &MockHandle, extra: &[&str]) -> Child {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cio-pipeline-file"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cio-pipeline-file"));
+        if let Some(pem) = mock.ca_pem() {
+            let ca = files.checkpoint.with_extension("ca.pem");
+            std::fs::write(&ca, pem).unwrap();
+            command.arg("--ca-cert").arg(ca);
+        }
+        let mut child = command
             .arg("--endpoint")
             .arg(mock.url())
             .arg("--checkpoint")
@@ -184,7 +208,9 @@ pub fn batching_stack(
 
     let limits = cio_api::Limits::default();
     let client =
-        cio_api::BatchClient::new(mock.region(), cio_api::TrackCredentials::new("site", "key"));
+        cio_api::BatchClient::builder(mock.region(), cio_api::TrackCredentials::new("site", "key"))
+            .options(mock.client_options())
+            .build();
     tower::ServiceBuilder::new()
         .layer(BatchLayer::new(BatchConfig {
             max_items: std::num::NonZeroUsize::new(50).unwrap(),
