@@ -79,7 +79,6 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         max_in_flight: args.max_in_flight,
         drain_deadline: args.shutdown_timeout,
         client: args.target.client_options()?,
-        ..DeliverySettings::default()
     };
     let mut builder = FileSource::builder();
     for input in &args.inputs {

@@ -230,7 +230,6 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         max_in_flight: args.max_in_flight.unwrap_or(20_000),
         drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
         client: args.target.client_options()?,
-        ..DeliverySettings::default()
     };
     settings.check()?;
     let admin_addr = args

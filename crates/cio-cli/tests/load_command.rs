@@ -403,6 +403,21 @@ fn cio_load_runs_against_cio_mock_over_http_and_over_https() {
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(99), "{}", text(&out));
+            // --native-roots reads the system's store, which SSL_CERT_FILE names here.
+            let out = cio()
+                .arg("load")
+                .arg(&plan)
+                .args([
+                    "--target",
+                    &mock.url,
+                    "--no-progress",
+                    "--quiet",
+                    "--native-roots",
+                ])
+                .env("SSL_CERT_FILE", &ca)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
             // A CA file that is not one is refused before anything is sent.
             let bad = write(dir.path(), "bad.pem", "not a certificate");
             let out = cio()

@@ -27,6 +27,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The HTTP service with the shared layers on, its response read in full.
 type Http = BoxCloneSyncService<Request<Full<Bytes>>, RawResponse, BoxError>;
 
+/// Puts the shared layers on a service given to the builder, once the options are known.
+type MakeHttp = Box<dyn FnOnce(&ClientOptions) -> Http + Send>;
+
 /// The shared part of every client (public in a private module: the clients name it in their
 /// sealed constructor, nobody outside can).
 #[derive(Clone)]
@@ -145,7 +148,7 @@ pub struct ClientBuilder<C> {
     region: Region,
     auth: HeaderValue,
     options: ClientOptions,
-    http: Option<Box<dyn FnOnce(&ClientOptions) -> Http + Send>>,
+    http: Option<MakeHttp>,
     client: PhantomData<fn() -> C>,
 }
 

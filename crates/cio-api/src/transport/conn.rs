@@ -89,7 +89,8 @@ type Driver = Connection<TokioIo<Stream>, Full<Bytes>>;
 pub(super) enum Failure {
     /// hyper handed the request back before writing any of it: it cannot have reached the server.
     Unsent {
-        request: Request<Full<Bytes>>,
+        /// Boxed: a request is far larger than the other variants.
+        request: Box<Request<Full<Bytes>>>,
         reason: String,
     },
     /// The request went out (or may have), and the connection closed or broke before any
@@ -116,8 +117,9 @@ impl Failure {
 /// whoever holds this drives.
 pub(super) struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
+    /// `None` once the connection has ended. Boxed: hyper's connection state (its buffers
+    /// inline) is large, and a `Conn` moves in and out of the pool and futures on every request.
+    driver: Option<Box<Driver>>,
     /// When it was last put back in the pool.
     pub(super) idle_since: Instant,
 }
@@ -147,7 +149,7 @@ impl Conn {
             .map_err(|e| error_chain(&e))?;
         Ok(Conn {
             sender,
-            driver: Some(driver),
+            driver: Some(Box::new(driver)),
             idle_since: Instant::now(),
         })
     }
@@ -185,7 +187,10 @@ impl Conn {
             Err(mut e) => {
                 let reason = error_chain(e.error());
                 return Err(match e.take_message() {
-                    Some(request) => Failure::Unsent { request, reason },
+                    Some(request) => Failure::Unsent {
+                        request: Box::new(request),
+                        reason,
+                    },
                     None if no_answer(e.error()) => Failure::NoAnswer { reason },
                     None => Failure::Broken {
                         reason: format!("invalid response: {reason}"),
@@ -211,7 +216,7 @@ impl Conn {
         // request, or ends the connection (`Connection: close`, a body read to the end).
         poll_fn(|cx| {
             if let Some(driver) = self.driver.as_mut() {
-                if Pin::new(driver).poll(cx).is_ready() {
+                if Pin::new(&mut **driver).poll(cx).is_ready() {
                     self.driver = None;
                 }
             }
@@ -225,7 +230,7 @@ impl Conn {
 
 /// Polls `fut` and, while it waits, the connection that will answer it. When the connection
 /// ends first it is dropped, which fails whatever was waiting on it, so `fut` always finishes.
-async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
+async fn drive<F: Future>(driver: &mut Option<Box<Driver>>, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     poll_fn(|cx| loop {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
@@ -234,7 +239,7 @@ async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
         let Some(d) = driver.as_mut() else {
             return Poll::Pending;
         };
-        match Pin::new(d).poll(cx) {
+        match Pin::new(&mut **d).poll(cx) {
             Poll::Ready(result) => {
                 if let Err(e) = result {
                     tracing::debug!(error = %error_chain(&e), "connection ended");

@@ -393,7 +393,7 @@ impl Inner {
                 }
                 (Err(Failure::Unsent { request, reason }), _) if resend_left => {
                     tracing::debug!(%url, %reason, "request not sent: sending it on a new connection");
-                    req = request;
+                    req = *request;
                 }
                 (Err(Failure::NoAnswer { reason }), Some(copy)) if resend_left && reused => {
                     tracing::debug!(%url, %reason, "pooled connection closed before an answer: sending the idempotent request again on a new one");
@@ -406,39 +406,54 @@ impl Inner {
     }
 
     /// A pooled connection to `origin` (when `pooled`), or a new one; whether it was reused.
+    ///
+    /// With none idle, it connects and at the same time waits for a connection another request
+    /// gives back, and takes whichever comes first. A connection being made when a given one
+    /// wins is not thrown away: it finishes in a task of its own (bounded by the connect timeout)
+    /// and joins the pool, so a steady load settles on as many connections as it keeps busy
+    /// instead of opening and dropping one whenever every connection is taken.
     async fn connection(
-        &self,
+        self: &Arc<Self>,
         origin: &Origin,
         url: &str,
         pooled: bool,
     ) -> Result<(Conn, bool), Error> {
-        if pooled {
-            if let Some(conn) = self.pool.checkout(&origin.key) {
-                return Ok((conn, true));
-            }
-            let mut waiter = self.pool.wait(&origin.key);
-            let connect = self.connect(origin, url);
-            tokio::pin!(connect);
-            tokio::select! {
-                biased;
-                given = &mut waiter => {
-                    if let Ok(conn) = given {
-                        return Ok((conn, true));
-                    }
-                    // The pool went away: connect after all.
-                    return connect.await.map(|c| (c, false));
+        if !pooled {
+            return self.connect(origin, url).await.map(|c| (c, false));
+        }
+        if let Some(conn) = self.pool.checkout(&origin.key) {
+            return Ok((conn, true));
+        }
+        let mut waiter = self.pool.wait(&origin.key);
+        let connect = {
+            let (inner, origin, url) = (self.clone(), origin.clone(), url.to_owned());
+            async move { inner.connect(&origin, &url).await }
+        };
+        let mut connect = Box::pin(connect);
+        tokio::select! {
+            biased;
+            given = &mut waiter => match given {
+                Ok(conn) => {
+                    let (inner, key) = (self.clone(), origin.key.clone());
+                    tokio::spawn(async move {
+                        if let Ok(made) = connect.await {
+                            inner.pool.checkin(&key, made);
+                        }
+                    });
+                    Ok((conn, true))
                 }
-                conn = &mut connect => {
-                    // A connection handed over in the meantime goes back to the pool.
-                    waiter.close();
-                    if let Ok(given) = waiter.try_recv() {
-                        self.pool.checkin(&origin.key, given);
-                    }
-                    return conn.map(|c| (c, false));
+                // The pool went away: connect after all.
+                Err(_) => connect.await.map(|c| (c, false)),
+            },
+            made = &mut connect => {
+                // A connection handed over in the meantime goes back to the pool.
+                waiter.close();
+                if let Ok(given) = waiter.try_recv() {
+                    self.pool.checkin(&origin.key, given);
                 }
+                made.map(|c| (c, false))
             }
         }
-        self.connect(origin, url).await.map(|c| (c, false))
     }
 
     async fn connect(&self, origin: &Origin, url: &str) -> Result<Conn, Error> {
@@ -463,7 +478,10 @@ fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
+    // Only what the transport reads: cloning every extension would cost a map per request.
+    if let Some(i) = req.extensions().get::<Idempotency>() {
+        copy.extensions_mut().insert(*i);
+    }
     copy
 }
 
