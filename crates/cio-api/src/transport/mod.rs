@@ -353,7 +353,8 @@ impl Inner {
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<Full<Bytes>>, Error> {
         let origin = Origin::of(req.uri())?;
-        let url = req.uri().to_string();
+        // For error messages only: made into text when one is needed.
+        let url = req.uri().clone();
         // hyper's connections send the URI as given: origin-form, with a Host header.
         if !req.headers().contains_key(HOST) {
             if let Some(a) = req.uri().authority() {
@@ -399,7 +400,7 @@ impl Inner {
                     tracing::debug!(%url, %reason, "pooled connection closed before an answer: sending the idempotent request again on a new one");
                     req = copy_request(copy);
                 }
-                (Err(f), _) => return Err(f.into_error(url)),
+                (Err(f), _) => return Err(f.into_error(url.to_string())),
             }
             resend_left = false;
         }
@@ -415,7 +416,7 @@ impl Inner {
     async fn connection(
         self: &Arc<Self>,
         origin: &Origin,
-        url: &str,
+        url: &Uri,
         pooled: bool,
     ) -> Result<(Conn, bool), Error> {
         if !pooled {
@@ -426,7 +427,7 @@ impl Inner {
         }
         let mut waiter = self.pool.wait(&origin.key);
         let connect = {
-            let (inner, origin, url) = (self.clone(), origin.clone(), url.to_owned());
+            let (inner, origin, url) = (self.clone(), origin.clone(), url.clone());
             async move { inner.connect(&origin, &url).await }
         };
         let mut connect = Box::pin(connect);
@@ -456,16 +457,16 @@ impl Inner {
         }
     }
 
-    async fn connect(&self, origin: &Origin, url: &str) -> Result<Conn, Error> {
+    async fn connect(&self, origin: &Origin, url: &Uri) -> Result<Conn, Error> {
         let timeout = self.connect_timeout;
         match tokio::time::timeout(timeout, Conn::connect(origin, &self.tls)).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(reason)) => Err(Error::Connect {
-                url: url.to_owned(),
+                url: url.to_string(),
                 reason,
             }),
             Err(_) => Err(Error::Connect {
-                url: url.to_owned(),
+                url: url.to_string(),
                 reason: format!("no connection within the connect timeout of {timeout:?}"),
             }),
         }
