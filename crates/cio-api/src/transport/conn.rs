@@ -130,13 +130,13 @@ impl Conn {
         origin: &Origin,
         tls: &tokio_rustls::TlsConnector,
     ) -> Result<Conn, String> {
-        let tcp = TcpStream::connect((&*origin.host, origin.port))
+        let tcp = TcpStream::connect((origin.host(), origin.port))
             .await
             .map_err(|e| e.to_string())?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let stream = if origin.https {
-            let name = rustls::pki_types::ServerName::try_from(origin.host.to_string())
-                .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", origin.host))?;
+            let name = rustls::pki_types::ServerName::try_from(origin.host().to_owned())
+                .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", origin.host()))?;
             let tls = tls.connect(name, tcp).await.map_err(|e| tls_failure(&e))?;
             Stream::Tls(Box::new(tls))
         } else {

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 
@@ -274,14 +274,13 @@ impl tower::Service<Request<Full<Bytes>>> for Transport {
     }
 }
 
-/// Where a connection goes: the pool's key and what connecting needs.
+/// Where a connection goes: the pool's key (scheme and authority) and what connecting needs.
+/// Read off the request's URI without allocating: this runs for every request.
 #[derive(Clone, Debug)]
 pub(crate) struct Origin {
-    /// `scheme://host:port`.
-    key: Box<str>,
     https: bool,
-    /// The host without IPv6 brackets.
-    host: Box<str>,
+    /// `host[:port]` as written (a cheap clone of the URI's bytes).
+    authority: Authority,
     port: u16,
 }
 
@@ -297,25 +296,27 @@ impl Origin {
                 })
             }
         };
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        if authority.is_empty() || authority.contains('@') {
-            return Err(Error::Transport {
-                // Not the whole URL: it may hold a password.
-                url: format!(
-                    "{}://{}{}",
-                    if https { "https" } else { "http" },
-                    uri.host().unwrap_or_default(),
-                    uri.path()
-                ),
-                reason: "a URL without a host, or with credentials in it, is not sent (the client adds its own credentials)".into(),
-            });
-        }
-        let host = uri.host().unwrap_or_default();
+        let authority = match uri.authority() {
+            Some(a) if !a.as_str().is_empty() && !a.as_str().contains('@') => a.clone(),
+            _ => {
+                return Err(Error::Transport {
+                    // Not the whole URL: it may hold a password.
+                    url: format!(
+                        "{}://{}{}",
+                        if https { "https" } else { "http" },
+                        uri.host().unwrap_or_default(),
+                        uri.path()
+                    ),
+                    reason: "a URL without a host, or with credentials in it, is not sent (the client adds its own credentials)".into(),
+                });
+            }
+        };
         // `Authority` reads "host:99999" as no port at all: that must not quietly mean 80 or 443.
         let port_text = authority
-            .strip_prefix(host)
+            .as_str()
+            .strip_prefix(authority.host())
             .and_then(|rest| rest.strip_prefix(':'));
-        let port = match (port_text, uri.port_u16()) {
+        let port = match (port_text, authority.port_u16()) {
             (None, _) | (Some(""), _) => {
                 if https {
                     443
@@ -331,18 +332,27 @@ impl Origin {
                 })
             }
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         Ok(Origin {
-            key: format!(
-                "{}://{}:{port}",
-                if https { "https" } else { "http" },
-                uri.host().unwrap_or_default()
-            )
-            .into(),
             https,
-            host: host.into(),
+            authority,
             port,
         })
+    }
+
+    /// The pool's key.
+    fn key(&self) -> pool::Key<'_> {
+        pool::Key {
+            https: self.https,
+            authority: self.authority.as_str(),
+        }
+    }
+
+    /// The host to connect to, without IPv6 brackets.
+    fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
     }
 }
 
@@ -388,7 +398,7 @@ impl Inner {
             match (conn.send(req, self.max_response_bytes).await, &copy) {
                 (Ok((resp, reusable)), _) => {
                     if reusable {
-                        self.pool.checkin(&origin.key, conn);
+                        self.pool.checkin(origin.key(), conn);
                     }
                     return Ok(resp);
                 }
@@ -422,10 +432,10 @@ impl Inner {
         if !pooled {
             return self.connect(origin, url).await.map(|c| (c, false));
         }
-        if let Some(conn) = self.pool.checkout(&origin.key) {
+        if let Some(conn) = self.pool.checkout(origin.key()) {
             return Ok((conn, true));
         }
-        let mut waiter = self.pool.wait(&origin.key);
+        let mut waiter = self.pool.wait(origin.key());
         let connect = {
             let (inner, origin, url) = (self.clone(), origin.clone(), url.clone());
             async move { inner.connect(&origin, &url).await }
@@ -435,10 +445,10 @@ impl Inner {
             biased;
             given = &mut waiter => match given {
                 Ok(conn) => {
-                    let (inner, key) = (self.clone(), origin.key.clone());
+                    let (inner, origin) = (self.clone(), origin.clone());
                     tokio::spawn(async move {
                         if let Ok(made) = connect.await {
-                            inner.pool.checkin(&key, made);
+                            inner.pool.checkin(origin.key(), made);
                         }
                     });
                     Ok((conn, true))
@@ -450,7 +460,7 @@ impl Inner {
                 // A connection handed over in the meantime goes back to the pool.
                 waiter.close();
                 if let Ok(given) = waiter.try_recv() {
-                    self.pool.checkin(&origin.key, given);
+                    self.pool.checkin(origin.key(), given);
                 }
                 made.map(|c| (c, false))
             }
@@ -515,15 +525,18 @@ mod tests {
     #[test]
     fn origins_name_scheme_host_and_port_and_refuse_the_rest() {
         let o = Origin::of(&"http://127.0.0.1:7070/api".parse().unwrap()).unwrap();
-        assert_eq!(&*o.key, "http://127.0.0.1:7070");
-        assert!(!o.https);
+        assert_eq!((o.host(), o.port, o.https), ("127.0.0.1", 7070, false));
         let o = Origin::of(&"https://track.customer.io/api".parse().unwrap()).unwrap();
         assert_eq!(
-            (&*o.key, o.port, o.https),
-            ("https://track.customer.io:443", 443, true)
+            (o.host(), o.port, o.https),
+            ("track.customer.io", 443, true)
         );
         let o = Origin::of(&"http://[::1]:80/x".parse().unwrap()).unwrap();
-        assert_eq!(&*o.host, "::1");
+        assert_eq!(o.host(), "::1");
+        // Different schemes or ports are different pools.
+        let a = Origin::of(&"http://h:1/".parse().unwrap()).unwrap();
+        let b = Origin::of(&"https://h:1/".parse().unwrap()).unwrap();
+        assert_ne!(a.key(), b.key());
         assert!(Origin::of(&"http://127.0.0.1:99999/x".parse().unwrap()).is_err());
         assert!(Origin::of(&"ftp://host/x".parse().unwrap()).is_err());
         let e = Origin::of(&"http://user:secret@host/x".parse().unwrap()).unwrap_err();

@@ -31,23 +31,32 @@ struct State {
     sweeping: bool,
 }
 
+/// Which idle list: scheme and authority (`host[:port]` as written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Key<'a> {
+    pub(super) https: bool,
+    pub(super) authority: &'a str,
+}
+
 struct OriginState {
-    key: Box<str>,
+    https: bool,
+    authority: Box<str>,
     idle: Vec<Conn>,
     waiters: VecDeque<oneshot::Sender<Conn>>,
 }
 
 impl State {
-    fn find(&mut self, key: &str) -> Option<&mut OriginState> {
-        self.origins.iter_mut().find(|o| &*o.key == key)
+    fn find(&mut self, key: Key<'_>) -> Option<&mut OriginState> {
+        self.origins.iter_mut().find(|o| o.is(key))
     }
 
-    fn origin(&mut self, key: &str) -> &mut OriginState {
-        let i = match self.origins.iter().position(|o| &*o.key == key) {
+    fn origin(&mut self, key: Key<'_>) -> &mut OriginState {
+        let i = match self.origins.iter().position(|o| o.is(key)) {
             Some(i) => i,
             None => {
                 self.origins.push(OriginState {
-                    key: key.into(),
+                    https: key.https,
+                    authority: key.authority.into(),
                     idle: Vec::new(),
                     waiters: VecDeque::new(),
                 });
@@ -55,6 +64,12 @@ impl State {
             }
         };
         &mut self.origins[i]
+    }
+}
+
+impl OriginState {
+    fn is(&self, key: Key<'_>) -> bool {
+        self.https == key.https && &*self.authority == key.authority
     }
 }
 
@@ -75,7 +90,7 @@ impl Pool {
 
     /// The most recently used open connection to `key`, if any. Closed and expired ones met on
     /// the way are dropped (outside the lock).
-    pub(super) fn checkout(&self, key: &str) -> Option<Conn> {
+    pub(super) fn checkout(&self, key: Key<'_>) -> Option<Conn> {
         let mut closed = Vec::new();
         let found = {
             let mut state = self.lock();
@@ -95,7 +110,7 @@ impl Pool {
     }
 
     /// A place in line for the next connection to `key` given back.
-    pub(super) fn wait(&self, key: &str) -> oneshot::Receiver<Conn> {
+    pub(super) fn wait(&self, key: Key<'_>) -> oneshot::Receiver<Conn> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         // Waiters that gave up (their request connected first, or ended) leave no trace, nor do
@@ -111,7 +126,7 @@ impl Pool {
     }
 
     /// Gives `conn` to the oldest waiting request, or keeps it idle.
-    pub(super) fn checkin(&self, key: &str, mut conn: Conn) {
+    pub(super) fn checkin(&self, key: Key<'_>, mut conn: Conn) {
         let mut evicted = None;
         let start_sweep = {
             let mut state = self.lock();
