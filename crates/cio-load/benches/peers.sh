@@ -6,7 +6,8 @@
 #
 #   crates/cio-load/benches/peers.sh cio|k6 http|https RATE VUS
 #
-# CIO (default ./target/release/cio) and K6 (default k6 on PATH) name the binaries. Loopback
+# CIO (default ./target/release/cio) and K6 (default k6 on PATH) name the binaries;
+# CIO_LOAD_THREADS sets `cio load --threads` (default 1). Loopback
 # only; each run is bounded by its 10 s duration.
 set -euo pipefail
 tool=$1 scheme=$2 rate=$3 vus=$4

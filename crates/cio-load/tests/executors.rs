@@ -349,3 +349,55 @@ async fn a_ramped_down_vu_gets_graceful_ramp_down_to_finish() {
         );
     }
 }
+
+/// A test on a runtime of its own (`LoadTest::threads`): one thread or several, on the real
+/// clock. The iterations run on the test's threads, not the caller's, and the report and
+/// `stop` work as on the caller's runtime.
+#[tokio::test]
+async fn a_test_runs_on_threads_of_its_own() {
+    for threads in [1, 2] {
+        let caller = std::thread::current().id();
+        let on_caller = Arc::new(AtomicU64::new(0));
+        let seen = on_caller.clone();
+        let workload = workload_fn(move |_it| {
+            let seen = seen.clone();
+            async move {
+                if std::thread::current().id() == caller {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                let sent = Instant::now();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Outcome::success("sleep", "200", sent)
+            }
+        });
+        let report = LoadTest::new()
+            .scenario(Scenario::new("t", constant(200, 0.5, 5, 10), workload))
+            .threads(std::num::NonZeroUsize::new(threads).unwrap())
+            .run()
+            .await
+            .unwrap();
+        let s = &report.scenarios["t"];
+        assert_eq!(s.iterations, 100, "threads = {threads}");
+        assert_eq!(s.dropped_iterations, 0, "threads = {threads}");
+        assert_eq!(on_caller.load(Ordering::Relaxed), 0, "threads = {threads}");
+    }
+
+    // Stopped early, it still reports.
+    let mut handle = LoadTest::new()
+        .scenario(Scenario::new(
+            "long",
+            constant(100, 60.0, 5, 10),
+            sleeping(Duration::from_millis(1)),
+        ))
+        .threads(std::num::NonZeroUsize::MIN)
+        .start()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.stop();
+    let report = tokio::time::timeout(Duration::from_secs(10), handle.finish())
+        .await
+        .expect("a stopped test ends")
+        .unwrap();
+    assert!(report.aborted.is_some(), "{:?}", report.aborted);
+    assert!(report.scenarios["long"].iterations < 6000);
+}

@@ -8,15 +8,24 @@
 //! scenario has ended (or the run was stopped: an aborting threshold, the `max_duration` or
 //! `max_iterations` bound, [`RunHandle::stop`]) it evaluates the thresholds and returns the
 //! [`Report`].
+//!
+//! **Where it runs.** By default the owner task is spawned on the caller's runtime. With
+//! [`LoadTest::threads`] the test gets a runtime of its own on threads of its own: one thread is a
+//! single-threaded runtime, where a VU handed an iteration, a connection that answers and the
+//! scheduler that wakes all run on one thread with no cross-thread wake-up. On tokio's
+//! multi-threaded runtime each of those wakes another worker to steal work (a `futex` and an
+//! `eventfd` write): at 10,000 requests/s that was a quarter of `cio load`'s CPU per request
+//! (docs/benchmarks.md). Whatever else the process runs (the embedded mock, the progress line)
+//! stays on the caller's runtime and off the generator's threads.
 
 mod orchestrate;
 mod warnings;
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::report::Report;
@@ -117,6 +126,7 @@ pub struct LoadTest {
     time_series: Option<Box<dyn Write + Send>>,
     target: String,
     warnings: Vec<String>,
+    threads: Option<NonZeroUsize>,
 }
 
 impl std::fmt::Debug for LoadTest {
@@ -165,6 +175,13 @@ impl LoadTest {
     /// Names the target in the report (`mock`, a URL, `us`, `eu`).
     pub fn target_label(mut self, label: impl Into<String>) -> Self {
         self.target = label.into();
+        self
+    }
+
+    /// Runs the test on a runtime of its own with `threads` threads (one: a single-threaded
+    /// runtime, the cheapest per request), instead of the caller's. See the module docs.
+    pub fn threads(mut self, threads: NonZeroUsize) -> Self {
+        self.threads = Some(threads);
         self
     }
 
@@ -246,8 +263,9 @@ impl LoadTest {
         Ok(())
     }
 
-    /// Checks the test and starts it in the background. Must be called inside a tokio runtime.
-    pub fn start(self) -> Result<RunHandle, LoadError> {
+    /// Checks the test and starts it in the background: on the caller's runtime (so it must be
+    /// called inside one), or on a runtime of its own with [`LoadTest::threads`].
+    pub fn start(mut self) -> Result<RunHandle, LoadError> {
         self.check()?;
         let planned = self
             .scenarios
@@ -260,7 +278,53 @@ impl LoadTest {
             ..Live::default()
         });
         let abort = CancellationToken::new();
-        let task = tokio::spawn(orchestrate::orchestrate(self, abort.clone(), live_tx));
+        let (report_tx, task) = oneshot::channel();
+        let threads = self.threads.take();
+        let run = orchestrate::orchestrate(self, abort.clone(), live_tx);
+        match threads {
+            None => {
+                tokio::spawn(async move {
+                    let _ = report_tx.send(run.await);
+                });
+            }
+            Some(threads) => {
+                let runtime = if threads.get() == 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                } else {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(threads.get());
+                    b
+                }
+                .enable_all()
+                .thread_name("cio-load")
+                .build()
+                .map_err(|e| {
+                    LoadError::in_code("threads", format!("cannot start the test's runtime: {e}"))
+                })?;
+                std::thread::Builder::new()
+                    .name("cio-load".into())
+                    .spawn(move || {
+                        // On a multi-threaded runtime the owner is a task on a worker, so that
+                        // what it spawns lands on that worker's queue, not the shared one.
+                        let report = if threads.get() == 1 {
+                            Some(runtime.block_on(run))
+                        } else {
+                            runtime.block_on(runtime.spawn(run)).ok()
+                        };
+                        if let Some(report) = report {
+                            let _ = report_tx.send(report);
+                        }
+                        // Connections and pool sweeps of the test end with its runtime.
+                        runtime.shutdown_timeout(Duration::from_secs(1));
+                    })
+                    .map_err(|e| {
+                        LoadError::in_code(
+                            "threads",
+                            format!("cannot start the test's thread: {e}"),
+                        )
+                    })?;
+            }
+        }
         Ok(RunHandle {
             live: live_rx,
             abort,
@@ -280,7 +344,8 @@ impl LoadTest {
 pub struct RunHandle {
     live: watch::Receiver<Live>,
     abort: CancellationToken,
-    task: JoinHandle<Report>,
+    /// Closed without a report when the owner task panicked.
+    task: oneshot::Receiver<Report>,
 }
 
 impl RunHandle {
@@ -297,8 +362,11 @@ impl RunHandle {
     /// Waits for the end and returns the report. Cancel-safe: call it again after a `select!`
     /// that stopped waiting (to [`RunHandle::stop`] on Ctrl-C, say).
     pub async fn finish(&mut self) -> Result<Report, LoadError> {
-        (&mut self.task)
-            .await
-            .map_err(|e| LoadError::in_code("run", format!("the load test task failed: {e}")))
+        (&mut self.task).await.map_err(|_| {
+            LoadError::in_code(
+                "run",
+                "the load test stopped without a report (a panic: see the log above)",
+            )
+        })
     }
 }

@@ -38,6 +38,7 @@ pub(super) async fn orchestrate(
         mut time_series,
         target,
         warnings: early_warnings,
+        threads: _,
     } = test;
     let warnings = Warnings::default();
     for w in early_warnings {
