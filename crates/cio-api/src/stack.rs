@@ -46,7 +46,7 @@ use cio_layers::batch::{BatchConfig, BatchError, BatchHandle, BatchLayer};
 use cio_layers::concurrency::{AdaptiveConcurrencyLayer, AdaptiveConfig, AdaptiveController};
 use cio_layers::metrics::{MetricsHandle, MetricsLayer};
 use cio_layers::rate_limit::{LocalBackend, Quota, RateLimitBackend, RateLimitLayer};
-use cio_layers::retry::{RetryConfig, RetryLayer};
+use cio_layers::retry::{RetryConfig, RetryHandle, RetryLayer};
 use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
 
@@ -114,6 +114,7 @@ pub struct BatchedStack {
     batch: BatchHandle,
     metrics: MetricsHandle,
     attempts: MetricsHandle,
+    retries: RetryHandle,
     concurrency: Option<AdaptiveController>,
 }
 
@@ -137,9 +138,9 @@ impl BatchedStack {
     }
 
     /// Builds the stack with the rate limit kept by `backend` (for example a
-    /// `cio_layers::rate_limit::RedisBackend` shared by every replica, wrapped in
-    /// [`WaitOnError`](cio_layers::rate_limit::WaitOnError) so that an unreachable store makes
-    /// requests wait instead of failing the batch worker). `config.rate` is then unused: the
+    /// `cio_layers::rate_limit::RedisBackend` shared by every replica). A backend that cannot
+    /// decide (Redis down) makes requests wait until it can, and never fails the batch worker
+    /// (see [`RateLimit`](cio_layers::rate_limit::RateLimit)). `config.rate` is then unused: the
     /// backend has its own quota.
     pub fn with_rate_limit<B>(
         client: BatchClient,
@@ -148,13 +149,13 @@ impl BatchedStack {
     ) -> Result<Self, StackConfigError>
     where
         B: RateLimitBackend,
-        Error: From<B::Error>,
     {
         let metrics = MetricsLayer::new(config.metrics_name.clone());
         let metrics_handle = metrics.handle();
         let attempts = MetricsLayer::new(format!("{}_attempt", config.metrics_name));
         let attempts_handle = attempts.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
+        let retries = retry.handle();
         let rate = RateLimitLayer::with_backend(backend);
         let (inner, concurrency) = match &config.concurrency {
             Concurrency::Fixed(n) => {
@@ -191,8 +192,15 @@ impl BatchedStack {
             batch: batch_handle,
             metrics: metrics_handle,
             attempts: attempts_handle,
+            retries,
             concurrency,
         })
+    }
+
+    /// What the retries are doing now (batches retrying, since when requests keep failing, the
+    /// next try), for a status line or a gauge.
+    pub fn retries(&self) -> &RetryHandle {
+        &self.retries
     }
 
     /// Per-attempt metrics: every request sent, retries included, by outcome (429s show as
@@ -236,6 +244,7 @@ pub type UnbatchedService = BoxCloneSyncService<Operation, TrackResponse, Error>
 pub struct UnbatchedStack {
     service: UnbatchedService,
     metrics: MetricsHandle,
+    retries: RetryHandle,
     concurrency: Option<AdaptiveController>,
 }
 
@@ -250,9 +259,11 @@ impl UnbatchedStack {
     pub fn new(client: TrackClient, config: StackConfig) -> Result<Self, StackConfigError> {
         let metrics = MetricsLayer::new(config.metrics_name.clone());
         let metrics_handle = metrics.handle();
+        let retry = RetryLayer::by_error(config.retry.clone());
+        let retries = retry.handle();
         let base = ServiceBuilder::new()
             .layer(metrics)
-            .layer(RetryLayer::by_error(config.retry.clone()))
+            .layer(retry)
             .layer(RateLimitLayer::new(config.rate));
         let (service, concurrency) = match config.concurrency {
             Concurrency::Fixed(n) => (
@@ -272,8 +283,14 @@ impl UnbatchedStack {
         Ok(UnbatchedStack {
             service,
             metrics: metrics_handle,
+            retries,
             concurrency,
         })
+    }
+
+    /// What the retries are doing now.
+    pub fn retries(&self) -> &RetryHandle {
+        &self.retries
     }
 
     /// A clone of the service.

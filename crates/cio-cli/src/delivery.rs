@@ -11,7 +11,7 @@ use cio_layers::batch::BatchConfig;
 use cio_layers::concurrency::{AdaptiveConfig, AdaptiveController};
 use cio_layers::metrics::MetricsHandle;
 use cio_layers::rate_limit::Quota;
-use cio_layers::retry::RetryConfig;
+use cio_layers::retry::{RetryConfig, RetryHandle, RetryStatus};
 use cio_layers::ByError;
 use cio_pipeline::cio::OperationDecoder;
 use cio_pipeline::dead_letter::DeadLetterSink;
@@ -41,6 +41,10 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// After a stop request, how long in-flight work may take.
     pub drain_deadline: Duration,
+    /// How long one batch (or operation) may keep being retried before its items go to the
+    /// dead letters (`--give-up-after`). `None`, the default: until it goes through, so an
+    /// outage costs time, not data.
+    pub give_up_after: Option<Duration>,
     /// The clients' options: the request and connect timeouts (the one place an attempt's time
     /// is set), TLS roots.
     pub client: ClientOptions,
@@ -58,6 +62,7 @@ impl Default for DeliverySettings {
             concurrency: ConcurrencyArg::Auto,
             max_in_flight: 20_000,
             drain_deadline: Duration::from_secs(30),
+            give_up_after: None,
             client: ClientOptions::default(),
         }
     }
@@ -100,11 +105,11 @@ impl DeliverySettings {
                     ..AdaptiveConfig::default()
                 }),
             },
-            retry: RetryConfig {
-                max_attempts: NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN),
-                max_total_backoff: Duration::from_secs(60),
-                ..RetryConfig::default()
-            },
+            // Retryable means retried: 5xx, 429, timeouts and broken connections go again with
+            // backoff (full jitter, capped at 30 s) or after their Retry-After (up to 1 h),
+            // while the processor holds the source back. Only permanent errors, or a batch past
+            // --give-up-after, reach the dead letters.
+            retry: RetryConfig::until_permanent(self.give_up_after),
             batch: BatchConfig {
                 max_items: NonZeroUsize::new(self.batch_max_items).unwrap_or(NonZeroUsize::MIN),
                 max_weight: limits.batch_weight(),
@@ -213,7 +218,7 @@ impl Delivery {
         settings: &DeliverySettings,
         shared: &SharedLimit,
     ) -> Result<Delivery, String> {
-        use cio_layers::rate_limit::{RedisBackend, Unreachable, WaitOnError};
+        use cio_layers::rate_limit::{RedisBackend, Unreachable};
         let config = settings.stack_config("customerio_batch");
         let unreachable = match shared.replicas {
             Some(replicas) => Unreachable::FallBack { replicas },
@@ -223,8 +228,7 @@ impl Delivery {
             .on_unreachable(unreachable)
             .build()
             .map_err(|e| format!("--shared-limit {}/{}: {e}", shared.url, shared.key))?;
-        // Fail closed by waiting: an error from the limit would end the batch worker.
-        let backend = WaitOnError::new(backend, Duration::from_secs(1));
+        // Fail closed: while Redis is unreachable the rate limit makes requests wait.
         let client = BatchClient::builder(region, credentials)
             .options(settings.client.clone())
             .build();
@@ -259,8 +263,40 @@ impl Delivery {
         }
     }
 
+    /// What the retries are doing now.
+    pub fn retries(&self) -> &RetryHandle {
+        match self {
+            Delivery::Batched(s) => s.retries(),
+            Delivery::Unbatched(s) => s.retries(),
+        }
+    }
+
     /// Runs `source` to its end (or to `shutdown`), then flushes what is batched.
     pub async fn run<S, L>(
+        &self,
+        source: S,
+        dead_letters: L,
+        settings: &DeliverySettings,
+        progress: Arc<Progress>,
+        shutdown: CancellationToken,
+    ) -> Report
+    where
+        S: Source + 'static,
+        L: DeadLetterSink,
+    {
+        let status = tokio::spawn(report_outages(
+            self.retries().clone(),
+            progress.clone(),
+            OUTAGE_REPORT_EVERY,
+        ));
+        let report = self
+            .run_inner(source, dead_letters, settings, progress, shutdown)
+            .await;
+        status.abort();
+        report
+    }
+
+    async fn run_inner<S, L>(
         &self,
         source: S,
         dead_letters: L,
@@ -275,9 +311,24 @@ impl Delivery {
         match self {
             Delivery::Batched(stack) => {
                 let service = stack.service();
+                let stopped = shutdown.clone();
                 let report =
                     process(source, service, dead_letters, settings, progress, shutdown).await;
-                stack.close().await;
+                if stopped.is_cancelled() {
+                    // A stop during an outage must not wait for batches that retry until
+                    // Customer.io answers: their operations were not acknowledged (the
+                    // processor nacked what had not settled), so they come again on restart.
+                    if tokio::time::timeout(settings.drain_deadline, stack.close())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            "batches still retrying at the shutdown timeout are abandoned; their operations were not acknowledged and are delivered after a restart"
+                        );
+                    }
+                } else {
+                    stack.close().await;
+                }
                 report
             }
             Delivery::Unbatched(stack) => {
@@ -286,6 +337,75 @@ impl Delivery {
             }
         }
     }
+}
+
+/// How often a line says what an outage is doing.
+pub const OUTAGE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// While requests keep failing and being retried, says so every `every` on stderr: what
+/// Customer.io answers, for how long, how much is held, and when the next try is.
+async fn report_outages(retries: RetryHandle, progress: Arc<Progress>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut reported = false;
+    loop {
+        tick.tick().await;
+        let status = retries.status();
+        match outage_line(&status, progress.in_flight(), tokio::time::Instant::now()) {
+            Some(line) => {
+                tracing::warn!("{line}");
+                reported = true;
+            }
+            None if reported => {
+                tracing::info!(
+                    "Customer.io answers again: delivering ({} operations in flight)",
+                    progress.in_flight()
+                );
+                reported = false;
+            }
+            None => {}
+        }
+    }
+}
+
+/// `Customer.io failing for 40 s (HTTP 503 ...): 20,000 operations held, 3 requests retrying
+/// (oldest 38 s), next try in 8 s`, or `None` when nothing is failing.
+pub fn outage_line(status: &RetryStatus, held: u64, now: tokio::time::Instant) -> Option<String> {
+    let since = status.failing_since?;
+    if status.retrying == 0 {
+        return None;
+    }
+    let next = status
+        .next_try
+        .map(|t| {
+            format!(
+                "next try in {} s",
+                t.saturating_duration_since(now).as_secs()
+            )
+        })
+        .unwrap_or_else(|| "trying again now".into());
+    Some(format!(
+        "Customer.io failing for {} s ({}): {} operations held, {} request(s) retrying (oldest {} s), {next}",
+        now.saturating_duration_since(since).as_secs(),
+        status.last_failure.as_deref().unwrap_or("unknown error"),
+        group_thousands(held),
+        status.retrying,
+        status.oldest_age(now).as_secs(),
+    ))
+}
+
+/// `20000` as `20,000`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// One run of the processor over `service`, whichever path it is.

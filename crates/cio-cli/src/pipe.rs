@@ -64,6 +64,11 @@ pub struct PipeArgs {
     /// After Ctrl-C or SIGTERM, how long in-flight work may take (e.g. 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
+    /// Dead-letter a batch still failing after this long of retries (e.g. 1h). Default: never;
+    /// during an outage `cio pipe` holds the input back and retries until Customer.io answers,
+    /// saying what it waits for every 10 s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    give_up_after: Option<Duration>,
 }
 
 pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
@@ -78,6 +83,7 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         concurrency: args.concurrency,
         max_in_flight: args.max_in_flight,
         drain_deadline: args.shutdown_timeout,
+        give_up_after: args.give_up_after,
         client: args.target.client_options()?,
     };
     let mut builder = FileSource::builder();

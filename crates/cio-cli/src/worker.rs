@@ -93,6 +93,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "CIO_SHUTDOWN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_opt")]
     shutdown_timeout: Option<Duration>,
+    /// Dead-letter a batch still failing after this long of retries (e.g. 6h). Default: never;
+    /// during an outage the worker holds the queue back and retries until Customer.io answers.
+    #[arg(long, env = "CIO_GIVE_UP_AFTER", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_opt")]
+    give_up_after: Option<Duration>,
 }
 
 impl WorkerArgs {
@@ -116,6 +121,7 @@ impl WorkerArgs {
             max_in_flight: self.max_in_flight.or(file.max_in_flight),
             admin_listen: self.admin_listen.or(file.admin_listen),
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
+            give_up_after: self.give_up_after.or(file.give_up_after),
         }
     }
 }
@@ -229,6 +235,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         concurrency: args.concurrency.unwrap_or(ConcurrencyArg::Auto),
         max_in_flight: args.max_in_flight.unwrap_or(20_000),
         drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+        give_up_after: args.give_up_after,
         client: args.target.client_options()?,
     };
     settings.check()?;
@@ -441,6 +448,21 @@ async fn export_gauges(progress: Arc<Progress>, delivery: Delivery, lag_source: 
     let delivered = metrics::counter!("cio_worker_delivered_total");
     let dead = metrics::counter!("cio_worker_dead_lettered_total");
     let in_flight = metrics::gauge!("cio_worker_in_flight");
+    let retrying = metrics::gauge!("cio_worker_retrying");
+    let oldest_retrying = metrics::gauge!("cio_worker_oldest_retrying_seconds");
+    let failing = metrics::gauge!("cio_worker_failing_seconds");
+    metrics::describe_gauge!(
+        "cio_worker_retrying",
+        "Requests between a retryable failure and their outcome (an outage shows here; their operations are held, not dead-lettered)"
+    );
+    metrics::describe_gauge!(
+        "cio_worker_oldest_retrying_seconds",
+        "How long the oldest retrying request has been trying"
+    );
+    metrics::describe_gauge!(
+        "cio_worker_failing_seconds",
+        "How long requests have kept failing without one success (0: the last went through)"
+    );
     let limit = metrics::gauge!("cio_worker_concurrency_limit");
     let lag_bytes = metrics::gauge!("cio_worker_source_lag_bytes");
     let lag_messages = metrics::gauge!("cio_worker_source_lag_messages");
@@ -457,6 +479,15 @@ async fn export_gauges(progress: Arc<Progress>, delivery: Delivery, lag_source: 
         delivered.absolute(progress.delivered());
         dead.absolute(progress.dead_lettered());
         in_flight.set(progress.in_flight() as f64);
+        let status = delivery.retries().status();
+        let now = tokio::time::Instant::now();
+        retrying.set(status.retrying as f64);
+        oldest_retrying.set(status.oldest_age(now).as_secs_f64());
+        failing.set(
+            status
+                .failing_since
+                .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()),
+        );
         if let Some(c) = delivery.concurrency() {
             limit.set(c.limit() as f64);
         }

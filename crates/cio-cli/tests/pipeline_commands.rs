@@ -399,3 +399,87 @@ fn demo(tls: bool) {
         / s["unbatched"]["events_per_second"].as_f64().unwrap();
     assert!(ratio > 10.0, "batched only {ratio:.1}x the unbatched path");
 }
+
+/// An outage in the middle of a run costs time, not data: the mock answers 5xx to everything
+/// for 12 s, then 429s, then its connections drop; `cio pipe` holds the input back, says every
+/// 10 s what it waits for, and delivers every event once with no dead letter and exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_rides_out_an_outage_without_dead_letters() {
+    use cio_mock::Faults;
+    let mock = MockServer::builder().unlimited().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let events = 20_000;
+    write_events(&input, 0, events, None);
+    let dead = dir.path().join("dead.jsonl");
+    let report = dir.path().join("report.json");
+    // About 2,000 events a second (20 requests/s of 100 entries): the run lasts 10 s unhindered.
+    let child = cio()
+        .args(["pipe", "--input"])
+        .arg(&input)
+        .args([
+            "--endpoint",
+            &mock.url(),
+            "--rate",
+            "20",
+            "--burst",
+            "1",
+            "--batch-max-items",
+            "100",
+            "--linger-ms",
+            "20",
+            "--max-in-flight",
+            "2000",
+            "--dead-letter",
+        ])
+        .arg(&dead)
+        .arg("--report-json")
+        .arg(&report)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = |f: Faults| mock.set_faults(f).unwrap();
+    all(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    all(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    all(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    all(Faults::default());
+    let during = mock.stats();
+    assert!(
+        during.injected_errors > 20 && during.injected_throttles > 0,
+        "the outage was seen: {during:?}"
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("Customer.io failing for") && err.contains("operations held"),
+        "a line says what the run waits for: {err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["delivered"], events as u64, "{r}");
+    assert_eq!(r["dead_lettered"], 0, "{r}");
+    assert!(
+        std::fs::read_to_string(&dead)
+            .unwrap_or_default()
+            .is_empty(),
+        "no dead letter"
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.unique_event_ids, events as u64, "{stats:?}");
+}

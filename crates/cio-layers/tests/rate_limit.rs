@@ -179,17 +179,22 @@ impl cio_layers::rate_limit::RateLimitBackend for Flaky {
 }
 
 #[tokio::test(start_paused = true)]
-async fn wait_on_error_fails_closed_by_waiting_not_by_erroring() {
-    use cio_layers::rate_limit::WaitOnError;
-    let backend = WaitOnError::new(Flaky(Arc::new(3.into())), Duration::from_millis(250));
-    let svc = RateLimitLayer::with_backend(backend).layer(echo());
+async fn a_backend_that_cannot_decide_makes_callers_wait_not_fail() {
+    // Three failed decisions: waited out with 100, 200 and 400 ms of backoff, never an error
+    // from poll_ready (which would end a batch worker or a pipeline for good).
+    let backend = Flaky(Arc::new(3.into()));
+    let svc = RateLimitLayer::with_backend(backend.clone()).layer(echo());
     let start = Instant::now();
-    assert_eq!(svc.oneshot(5).await.unwrap(), 5);
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_millis(750),
-        "three failed decisions, waited out"
-    );
+    assert_eq!(svc.clone().oneshot(5).await.unwrap(), 5);
+    assert_eq!(start.elapsed(), Duration::from_millis(700));
+
+    // A long outage: the wait between decisions stops growing at 2 s, and the caller goes on
+    // as soon as the backend answers again.
+    backend.0.store(12, std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    assert_eq!(svc.oneshot(6).await.unwrap(), 6);
+    // 100 + 200 + 400 + 800 + 1600 ms, then 2 s for each of the other 7 failures.
+    assert_eq!(start.elapsed(), Duration::from_millis(3100 + 7 * 2000));
 }
 
 #[test]

@@ -17,6 +17,12 @@ enum TestError {
     Fatal,
 }
 
+impl std::fmt::Display for TestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
 impl ClassifyError for TestError {
     fn classify(&self) -> Failure {
         match self {
@@ -152,4 +158,102 @@ async fn an_exhausted_budget_stops_retries() {
         (100..=112).contains(&total),
         "{total} attempts for 100 calls"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_permanent_retries_through_a_long_outage_and_honours_a_long_retry_after() {
+    // 40 failures in a row, one of them with Retry-After: 3000 s (under the 1 h cap): the call
+    // goes through in the end, and no sleep is longer than the 30 s backoff cap except the hint.
+    let mut script = vec![TestError::Busy(None); 40];
+    script[5] = TestError::Busy(Some(Duration::from_secs(3000)));
+    let (svc, attempts) = scripted(script);
+    let cfg = RetryConfig {
+        seed: Some(7),
+        ..RetryConfig::until_permanent(None)
+    };
+    let layer = RetryLayer::by_error(cfg);
+    let handle = layer.handle();
+    let svc = layer.layer(svc);
+    let call = tokio::spawn(svc.oneshot(9));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let status = handle.status();
+    assert_eq!(status.retrying, 1, "{status:?}");
+    assert!(status.failing_since.is_some());
+    assert!(status.next_try.unwrap() > Instant::now() + Duration::from_secs(2000));
+    assert!(status.last_failure.as_deref().unwrap().contains("Busy"));
+    assert_eq!(call.await.unwrap(), Ok(9));
+    let a = attempts.lock().unwrap();
+    assert_eq!(a.len(), 41);
+    let gaps: Vec<_> = a.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps[5], Duration::from_secs(3000));
+    assert!(gaps
+        .iter()
+        .enumerate()
+        .all(|(i, g)| i == 5 || *g <= Duration::from_secs(30)));
+    let status = handle.status();
+    assert_eq!(
+        (status.retrying, status.failing_since),
+        (0, None),
+        "{status:?}"
+    );
+    assert_eq!(status.retries, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn give_up_after_bounds_a_call_and_a_permanent_error_still_stops_at_once() {
+    let cfg = RetryConfig {
+        seed: Some(1),
+        ..RetryConfig::until_permanent(Some(Duration::from_secs(120)))
+    };
+    let (svc, attempts) = scripted(vec![TestError::Busy(None); 1000]);
+    let start = Instant::now();
+    let layer = RetryLayer::by_error(cfg.clone());
+    let handle = layer.handle();
+    assert_eq!(
+        layer.layer(svc).oneshot(1).await,
+        Err(TestError::Busy(None))
+    );
+    let took = start.elapsed();
+    assert!(
+        took <= Duration::from_secs(120) && took > Duration::from_secs(60),
+        "{took:?}"
+    );
+    assert!(attempts.lock().unwrap().len() > 5);
+    // The call ended: it is not counted as retrying, though the streak goes on.
+    let status = handle.status();
+    assert_eq!(status.retrying, 0);
+    assert!(status.failing_since.is_some());
+
+    // A Retry-After past the bound gives up at once rather than sleeping into it.
+    let (svc, attempts) = scripted(vec![TestError::Busy(Some(Duration::from_secs(600)))]);
+    let start = Instant::now();
+    assert!(RetryLayer::by_error(cfg.clone())
+        .layer(svc)
+        .oneshot(1)
+        .await
+        .is_err());
+    assert_eq!(
+        (attempts.lock().unwrap().len(), start.elapsed()),
+        (1, Duration::ZERO)
+    );
+
+    let (svc, attempts) = scripted(vec![TestError::Busy(None), TestError::Fatal]);
+    assert_eq!(
+        RetryLayer::by_error(cfg).layer(svc).oneshot(1).await,
+        Err(TestError::Fatal)
+    );
+    assert_eq!(attempts.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_is_no_longer_counted_as_retrying() {
+    let (svc, _) = scripted(vec![TestError::Busy(None); 100]);
+    let layer = RetryLayer::by_error(RetryConfig::until_permanent(None));
+    let handle = layer.handle();
+    let call = tokio::spawn(layer.layer(svc).oneshot(1));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(handle.status().retrying, 1);
+    call.abort();
+    let _ = call.await;
+    assert_eq!(handle.status().retrying, 0);
 }

@@ -10,22 +10,41 @@ use super::Elapsed;
 
 pin_project! {
     /// The response future of [`super::Deadline`]: the call, bounded by what is left of the
-    /// deadline.
+    /// deadline, or [`Elapsed`] at once when the deadline passed before the service was ready.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        #[pin]
-        sleep: Sleep,
-        timeout: Duration,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            sleep: Sleep,
+            timeout: Duration,
+        },
+        Expired { timeout: Duration },
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, deadline: Instant, timeout: Duration) -> Self {
         ResponseFuture {
-            inner,
-            sleep: sleep_until(deadline),
-            timeout,
+            state: State::Running {
+                inner,
+                sleep: sleep_until(deadline),
+                timeout,
+            },
+        }
+    }
+
+    pub(crate) fn elapsed(timeout: Duration) -> Self {
+        ResponseFuture {
+            state: State::Expired { timeout },
         }
     }
 }
@@ -38,17 +57,29 @@ where
     type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(r) = this.inner.poll(cx) {
-            return Poll::Ready(r);
-        }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed {
-                after: *this.timeout,
-                waiting_for_readiness: false,
+        match self.project().state.project() {
+            Proj::Expired { timeout } => Poll::Ready(Err(Elapsed {
+                after: *timeout,
+                waiting_for_readiness: true,
             }
             .into())),
-            Poll::Pending => Poll::Pending,
+            Proj::Running {
+                inner,
+                sleep,
+                timeout,
+            } => {
+                if let Poll::Ready(r) = inner.poll(cx) {
+                    return Poll::Ready(r);
+                }
+                match sleep.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Elapsed {
+                        after: *timeout,
+                        waiting_for_readiness: false,
+                    }
+                    .into())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

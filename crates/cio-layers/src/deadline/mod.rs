@@ -2,8 +2,11 @@
 //!
 //! tower's `Timeout` starts its clock at `call`, so a request queued behind a rate limit or a
 //! full concurrency limit can wait in `poll_ready` forever. [`Deadline`] starts the clock at the
-//! first `poll_ready` of a request: if the inner service is not ready in time, `poll_ready`
-//! fails with [`Elapsed`]; once ready, the call gets what is left of the same deadline.
+//! first `poll_ready` of a request: if the inner service is not ready in time, that request's
+//! response future fails with [`Elapsed`] (`waiting_for_readiness: true`); once ready, the call
+//! gets what is left of the same deadline. `poll_ready` itself never fails on a deadline: in
+//! tower an error from `poll_ready` ends the service for good (a batch worker or a pipeline
+//! would stop), and a deadline concerns one request only.
 //!
 //! The inner error type must absorb [`Elapsed`] (`S::Error: From<Elapsed>`); `tower::BoxError`
 //! does, and so does `cio_api::Error` (as a retryable timeout).

@@ -17,6 +17,9 @@ pub struct Deadline<S> {
     started: Option<Instant>,
     /// Armed only while the inner service is not ready (the slow path).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline passed while waiting: `poll_ready` said ready, and `call` answers
+    /// [`Elapsed`] without calling the inner service.
+    expired: bool,
 }
 
 impl<S> Deadline<S> {
@@ -27,6 +30,7 @@ impl<S> Deadline<S> {
             timeout,
             started: None,
             timer: None,
+            expired: false,
         }
     }
 }
@@ -66,14 +70,13 @@ where
                     timer.as_mut().reset(deadline);
                 }
                 match timer.as_mut().poll(cx) {
+                    // Not an error here: an error from `poll_ready` means the service is done
+                    // for good (tower's contract), and a deadline is about one request. The
+                    // request's own future fails instead.
                     Poll::Ready(()) => {
                         self.timer = None;
-                        self.started = None;
-                        Poll::Ready(Err(Elapsed {
-                            after: self.timeout,
-                            waiting_for_readiness: true,
-                        }
-                        .into()))
+                        self.expired = true;
+                        Poll::Ready(Ok(()))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -83,6 +86,11 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let started = self.started.take().unwrap_or_else(Instant::now);
+        if std::mem::take(&mut self.expired) {
+            // The inner service was never ready for this request; whatever it reserved while
+            // getting ready (a rate-limit slot, say) stays with it for the next request.
+            return ResponseFuture::elapsed(self.timeout);
+        }
         ResponseFuture::new(self.inner.call(req), started + self.timeout, self.timeout)
     }
 }

@@ -45,11 +45,9 @@ mod layer;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod service;
-mod wait_on_error;
 
 pub use backend::{ClockSource, LocalBackend, Quota, RateLimitBackend, Reservation};
 pub use layer::RateLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendBuilder, RedisLimitError, Unreachable};
-pub use service::RateLimit;
-pub use wait_on_error::WaitOnError;
+pub use service::{RateLimit, BACKEND_RETRY_MAX, BACKEND_RETRY_MIN};

@@ -2,6 +2,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use std::time::Duration;
+
 use tokio::time::{sleep, Sleep};
 use tower::Service;
 
@@ -10,17 +12,33 @@ use super::{LocalBackend, Quota, RateLimitBackend, Reservation};
 /// Waits in `poll_ready` until the limit admits one call, then lets the inner service decide
 /// its own readiness. Clones share the limit (through the backend) but each holds its own
 /// reservation, so many tasks can wait at once, each for its own slot.
+///
+/// **A backend that cannot decide makes callers wait, never fail.** An error from the backend
+/// (a shared store that is unreachable) is logged and the decision is asked again after a
+/// backoff ([`BACKEND_RETRY_MIN`] doubling up to [`BACKEND_RETRY_MAX`]), so nothing passes the
+/// limit while it cannot be kept (fail closed) and everything goes on once the store is back.
+/// `poll_ready` returns only the inner service's errors: in tower an error from `poll_ready`
+/// ends the service for good, and an unreachable store is not the end of anything.
 #[derive(Debug)]
 pub struct RateLimit<S, B: RateLimitBackend = LocalBackend> {
     inner: S,
     backend: B,
     state: State<B::Future>,
+    /// Backend errors in a row, for the backoff and for logging once per outage.
+    failures: u32,
 }
+
+/// The first wait after a backend error.
+pub const BACKEND_RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between two decisions asked of a backend that keeps failing.
+pub const BACKEND_RETRY_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 enum State<F> {
     Idle,
     Reserving(F),
+    /// The backend failed; asking again after the sleep.
+    Backoff(Pin<Box<Sleep>>),
     Waiting(Pin<Box<Sleep>>, Reservation),
     Admitted(Reservation),
 }
@@ -40,6 +58,7 @@ impl<S, B: RateLimitBackend> RateLimit<S, B> {
             inner,
             backend,
             state: State::Idle,
+            failures: 0,
         }
     }
 
@@ -56,6 +75,7 @@ impl<S: Clone, B: RateLimitBackend> Clone for RateLimit<S, B> {
             inner: self.inner.clone(),
             backend: self.backend.clone(),
             state: State::Idle,
+            failures: 0,
         }
     }
 }
@@ -72,7 +92,6 @@ impl<S, B, Req> Service<Req> for RateLimit<S, B>
 where
     S: Service<Req>,
     B: RateLimitBackend,
-    S::Error: From<B::Error>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -82,14 +101,34 @@ where
         loop {
             match &mut self.state {
                 State::Idle => self.state = State::Reserving(self.backend.reserve()),
-                State::Reserving(f) => match ready!(Pin::new(f).poll(cx)) {
-                    Ok(r) if r.wait.is_zero() => self.state = State::Admitted(r),
-                    Ok(r) => self.state = State::Waiting(Box::pin(sleep(r.wait)), r),
-                    Err(e) => {
-                        self.state = State::Idle;
-                        return Poll::Ready(Err(e.into()));
+                State::Reserving(f) => {
+                    let decided = ready!(Pin::new(f).poll(cx));
+                    if decided.is_ok() && self.failures > 0 {
+                        tracing::debug!(
+                            failures = self.failures,
+                            "rate limit backend decides again"
+                        );
+                        self.failures = 0;
                     }
-                },
+                    match decided {
+                        Ok(r) if r.wait.is_zero() => self.state = State::Admitted(r),
+                        Ok(r) => self.state = State::Waiting(Box::pin(sleep(r.wait)), r),
+                        Err(e) => {
+                            self.failures = self.failures.saturating_add(1);
+                            let delay = backend_backoff(self.failures);
+                            if self.failures == 1 && warn_now() {
+                                tracing::warn!(error = %e, "rate limit backend cannot decide: waiting until it can (fail closed)");
+                            } else {
+                                tracing::debug!(error = %e, failures = self.failures, ?delay, "rate limit backend still cannot decide");
+                            }
+                            self.state = State::Backoff(Box::pin(sleep(delay)));
+                        }
+                    }
+                }
+                State::Backoff(s) => {
+                    ready!(s.as_mut().poll(cx));
+                    self.state = State::Idle;
+                }
                 State::Waiting(s, r) => {
                     ready!(s.as_mut().poll(cx));
                     self.state = State::Admitted(*r);
@@ -107,4 +146,28 @@ where
             }
         }
     }
+}
+
+/// The wait after the `failures`-th backend error in a row: 100 ms, doubling, at most 2 s.
+fn backend_backoff(failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    BACKEND_RETRY_MIN
+        .checked_mul(factor)
+        .unwrap_or(BACKEND_RETRY_MAX)
+        .min(BACKEND_RETRY_MAX)
+}
+
+/// At most one warning every 10 s for the whole process: every clone of the service (one per
+/// request in flight) meets the same outage.
+fn warn_now() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }

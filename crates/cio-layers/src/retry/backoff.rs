@@ -6,7 +6,8 @@ use rand::{Rng, SeedableRng};
 
 /// When and how often to retry. The defaults follow the official Customer.io Node SDK: 4
 /// attempts (3 retries), backoff from 200 ms up to 5 s, at most 30 s of backoff in all,
-/// `Retry-After` honoured up to 300 s.
+/// `Retry-After` honoured up to 300 s. [`RetryConfig::until_permanent`] is the pipeline's
+/// setting: retry whatever is retryable until it goes through, or until `give_up_after`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryConfig {
     /// Attempts in all, the first included.
@@ -20,6 +21,9 @@ pub struct RetryConfig {
     pub max_total_backoff: Duration,
     /// The longest `Retry-After` honoured; a longer hint is cut to this.
     pub max_retry_after: Duration,
+    /// The most time from a call's first attempt to the start of its last: a retry that would
+    /// start later is not made and the call fails with its last error. `None`: no such bound.
+    pub give_up_after: Option<Duration>,
     /// Seed for the jitter, for reproducible tests. `None`: random.
     pub seed: Option<u64>,
 }
@@ -32,12 +36,37 @@ impl Default for RetryConfig {
             max_delay: Duration::from_secs(5),
             max_total_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
+            give_up_after: None,
             seed: None,
         }
     }
 }
 
+/// The longest `Retry-After` [`RetryConfig::until_permanent`] honours: one hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The largest backoff ceiling of [`RetryConfig::until_permanent`]: 30 s.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 impl RetryConfig {
+    /// Retries everything retryable until it goes through: no cap on attempts or on total
+    /// backoff, exponential backoff with full jitter from 200 ms up to [`MAX_BACKOFF`] (30 s),
+    /// `Retry-After` honoured up to [`MAX_RETRY_AFTER`] (1 h), and, with `give_up_after`, a
+    /// bound on how long one call may keep trying. For pipelines, where an outage must cost
+    /// time, not data: put a rate or concurrency limit inside the retry, and bound memory in
+    /// front of it (the callers wait while calls retry).
+    pub fn until_permanent(give_up_after: Option<Duration>) -> Self {
+        RetryConfig {
+            max_attempts: NonZeroU32::MAX,
+            base_delay: Duration::from_millis(200),
+            max_delay: MAX_BACKOFF,
+            max_total_backoff: Duration::MAX,
+            max_retry_after: MAX_RETRY_AFTER,
+            give_up_after,
+            seed: None,
+        }
+    }
+
     /// The ceiling of the backoff before retry number `retry` (1 for the first retry):
     /// `min(max_delay, base_delay * 2^(retry-1))`.
     pub fn ceiling(&self, retry: u32) -> Duration {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use tower::retry::budget::TpsBudget;
 use tower::Layer;
 
-use super::{Retry, RetryConfig};
+use super::{Retry, RetryConfig, RetryHandle, RetryPolicy};
 use crate::ByError;
 
-/// Builds [`Retry`] services that share one configuration, classifier and budget.
+/// Builds [`Retry`] services that share one configuration, classifier, budget and
+/// [`RetryHandle`].
 #[derive(Clone)]
 pub struct RetryLayer<C = ByError> {
     pub(crate) shared: Arc<Shared<C>>,
@@ -20,6 +21,7 @@ pub(crate) struct Shared<C> {
     /// Jitter seed and a counter, so each call draws from its own reproducible sequence.
     pub(crate) seed: u64,
     pub(crate) calls: AtomicU64,
+    pub(crate) handle: RetryHandle,
 }
 
 impl<C> std::fmt::Debug for RetryLayer<C> {
@@ -42,6 +44,7 @@ impl<C> RetryLayer<C> {
                 budget: None,
                 seed,
                 calls: AtomicU64::new(0),
+                handle: RetryHandle::default(),
             }),
         }
     }
@@ -60,8 +63,14 @@ impl<C> RetryLayer<C> {
                 budget: Some(budget),
                 seed: self.shared.seed,
                 calls: AtomicU64::new(0),
+                handle: self.shared.handle.clone(),
             }),
         }
+    }
+
+    /// What the retries of every service built by this layer are doing now.
+    pub fn handle(&self) -> RetryHandle {
+        self.shared.handle.clone()
     }
 }
 
@@ -76,9 +85,6 @@ impl<S, C> Layer<S> for RetryLayer<C> {
     type Service = Retry<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            shared: self.shared.clone(),
-        }
+        tower::retry::Retry::new(RetryPolicy::new(self.shared.clone()), inner)
     }
 }

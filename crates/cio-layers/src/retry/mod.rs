@@ -22,14 +22,33 @@
 //! ```
 //!
 //! Requests must be `Clone` (each attempt sends a copy); wrap large ones in an `Arc`.
+//!
+//! **On tower's terms.** The decision is a `tower::retry::Policy` ([`RetryPolicy`]) under
+//! tower's own `Retry` service and future, as Vector's `RetryLogic` sits under its
+//! `FibonacciRetryPolicy`: the classifier says what an error means (retryable, back-pressure,
+//! `Retry-After`), the policy turns that into a sleep or a give-up. tower has no notion of
+//! `Retry-After` or of a per-call time bound, so those live in the policy. A
+//! [`RetryHandle`] shows what the retries are doing (calls retrying, the oldest, the failure
+//! streak, the next try) for status lines and gauges.
+//!
+//! Two settings: [`RetryConfig::default`] is the Node SDK's (a few attempts, then the error
+//! goes back to the caller), [`RetryConfig::until_permanent`] the pipeline's (retry until it
+//! goes through, backoff capped at 30 s, `Retry-After` up to an hour, an optional
+//! `give_up_after`).
 
 mod backoff;
-mod future;
 mod layer;
-mod service;
+mod policy;
+mod state;
 
-pub use backoff::RetryConfig;
-pub use future::ResponseFuture;
+pub use backoff::{RetryConfig, MAX_BACKOFF, MAX_RETRY_AFTER};
 pub use layer::RetryLayer;
-pub use service::Retry;
+pub use policy::RetryPolicy;
+pub use state::{RetryHandle, RetryStatus};
 pub use tower::retry::budget::TpsBudget;
+
+/// The retrying service: tower's `Retry` with this module's [`RetryPolicy`].
+pub type Retry<S, C = crate::ByError> = tower::retry::Retry<RetryPolicy<C>, S>;
+
+/// The response future of [`Retry`].
+pub type ResponseFuture<S, C, Req> = tower::retry::future::ResponseFuture<RetryPolicy<C>, S, Req>;

@@ -224,6 +224,7 @@ pub fn batching_stack(
             max_delay: Duration::from_millis(100),
             max_retry_after: Duration::from_millis(20),
             max_total_backoff: Duration::from_secs(20),
+            give_up_after: None,
             seed: Some(7),
         }))
         .layer(ConcurrencyLimitLayer::new(8))
