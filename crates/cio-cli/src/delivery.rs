@@ -289,26 +289,7 @@ impl Delivery {
             progress.clone(),
             OUTAGE_REPORT_EVERY,
         ));
-        let report = self
-            .run_inner(source, dead_letters, settings, progress, shutdown)
-            .await;
-        status.abort();
-        report
-    }
-
-    async fn run_inner<S, L>(
-        &self,
-        source: S,
-        dead_letters: L,
-        settings: &DeliverySettings,
-        progress: Arc<Progress>,
-        shutdown: CancellationToken,
-    ) -> Report
-    where
-        S: Source + 'static,
-        L: DeadLetterSink,
-    {
-        match self {
+        let report = match self {
             Delivery::Batched(stack) => {
                 let service = stack.service();
                 let stopped = shutdown.clone();
@@ -335,7 +316,9 @@ impl Delivery {
                 let service = stack.service();
                 process(source, service, dead_letters, settings, progress, shutdown).await
             }
-        }
+        };
+        status.abort();
+        report
     }
 }
 
@@ -432,4 +415,46 @@ where
         .classify_errors(ByError)
         .run(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn the_outage_line_says_what_fails_how_long_what_is_held_and_when_next() {
+        let now = Instant::now();
+        let quiet = RetryStatus {
+            retrying: 0,
+            oldest: None,
+            failing_since: None,
+            last_failure: None,
+            next_try: None,
+            retries: 0,
+        };
+        assert_eq!(outage_line(&quiet, 5, now), None);
+        let failing = RetryStatus {
+            retrying: 3,
+            oldest: Some(now - Duration::from_secs(38)),
+            failing_since: Some(now - Duration::from_secs(40)),
+            last_failure: Some("HTTP 503 from Customer.io".into()),
+            next_try: Some(now + Duration::from_secs(8)),
+            retries: 12,
+        };
+        assert_eq!(
+            outage_line(&failing, 20_000, now).as_deref(),
+            Some("Customer.io failing for 40 s (HTTP 503 from Customer.io): 20,000 operations held, 3 request(s) retrying (oldest 38 s), next try in 8 s")
+        );
+        // A streak whose calls all ended (given up, or gone through elsewhere) is not an outage
+        // line: nothing is held by retries.
+        let ended = RetryStatus {
+            retrying: 0,
+            ..failing
+        };
+        assert_eq!(outage_line(&ended, 0, now), None);
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+    }
 }

@@ -177,11 +177,17 @@ async fn fail_closed_refuses_decisions_while_redis_is_unreachable() {
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!((backend.failures(), backend.decisions()), (1, 2));
 
-    // Through the layer, the service's error type absorbs it.
-    let svc = RateLimitLayer::with_backend(backend)
+    // Through the layer, a caller waits instead: nothing passes the limit, and no error from
+    // poll_ready (which would end a batch worker) reaches it. It asks again with a backoff.
+    let svc = RateLimitLayer::with_backend(backend.clone())
         .layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
-    let err = svc.oneshot(1).await.unwrap_err();
-    assert!(err.downcast_ref::<RedisLimitError>().is_some(), "{err}");
+    let waited = tokio::time::timeout(Duration::from_millis(1500), svc.oneshot(1)).await;
+    assert!(
+        waited.is_err(),
+        "the call must wait while Redis is unreachable"
+    );
+    let asked = backend.decisions() - 2;
+    assert!((3..=6).contains(&asked), "{asked} decisions in 1.5 s");
 }
 
 #[tokio::test]
