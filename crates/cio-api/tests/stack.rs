@@ -41,6 +41,7 @@ async fn every_item_is_delivered_once_or_refused_and_the_rate_holds_under_faults
             error_rate: 0.1,
             throttle_rate: 0.1,
             drop_rate: 0.0,
+            retry_after_s: None,
         })
         .start()
         .await

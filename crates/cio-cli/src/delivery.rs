@@ -326,26 +326,34 @@ impl Delivery {
 pub const OUTAGE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// While requests keep failing and being retried, says so every `every` on stderr: what
-/// Customer.io answers, for how long, how much is held, and when the next try is.
+/// Customer.io answers, for how long, how much is held, and when the next try is; and, within a
+/// second, when it answers again.
 async fn report_outages(retries: RetryHandle, progress: Arc<Progress>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut reported = false;
+    let mut last_line: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        let status = retries.status();
-        match outage_line(&status, progress.in_flight(), tokio::time::Instant::now()) {
+        let now = tokio::time::Instant::now();
+        match outage_line(&retries.status(), progress.in_flight(), now) {
             Some(line) => {
-                tracing::warn!("{line}");
-                reported = true;
+                // The first line once the outage is `every` old, then one every `every`.
+                let since = retries.status().failing_since.unwrap_or(now);
+                let due = match last_line {
+                    None => now.saturating_duration_since(since) >= every,
+                    Some(t) => now.saturating_duration_since(t) >= every,
+                };
+                if due {
+                    tracing::warn!("{line}");
+                    last_line = Some(now);
+                }
             }
-            None if reported => {
+            None if last_line.is_some() && retries.status().failing_since.is_none() => {
                 tracing::info!(
                     "Customer.io answers again: delivering ({} operations in flight)",
                     progress.in_flight()
                 );
-                reported = false;
+                last_line = None;
             }
             None => {}
         }

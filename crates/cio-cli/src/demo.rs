@@ -251,6 +251,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             error_rate: 0.01,
             throttle_rate: 0.005,
             drop_rate: 0.0,
+            retry_after_s: None,
         })
         .start()
         .await

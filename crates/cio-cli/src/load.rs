@@ -178,6 +178,7 @@ async fn start_mock(plan: &Plan) -> Result<cio_mock::MockHandle, String> {
             error_rate: m.error_rate,
             throttle_rate: m.throttle_rate,
             drop_rate: 0.0,
+            retry_after_s: None,
         })
         .start()
         .await

@@ -65,6 +65,9 @@ pub struct MockArgs {
     /// Fraction of requests answered 429 regardless of the limit (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     throttle_rate: f64,
+    /// `Retry-After` of the 429s from --throttle-rate, in seconds [default: 1].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    retry_after_s: Option<u64>,
     /// Fraction of connections closed without an answer (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     drop_rate: f64,
@@ -130,6 +133,7 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         latency_ms: args.latency_ms,
         error_rate: args.error_rate,
         throttle_rate: args.throttle_rate,
+        retry_after_s: args.retry_after_s,
         drop_rate: args.drop_rate,
     });
     let mock = builder.start().await.map_err(|e| match e {

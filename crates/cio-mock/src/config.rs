@@ -119,9 +119,13 @@ pub struct Faults {
     /// Fraction of requests answered 500/502/503.
     #[serde(default)]
     pub error_rate: f64,
-    /// Fraction of requests answered 429 with `Retry-After: 1` whatever the limit.
+    /// Fraction of requests answered 429 whatever the limit, with `Retry-After:
+    /// retry_after_s`.
     #[serde(default)]
     pub throttle_rate: f64,
+    /// The `Retry-After` of the injected 429s, in seconds (default 1; at most 86,400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
     /// Fraction of connections closed without an answer.
     #[serde(default)]
     pub drop_rate: f64,
@@ -138,6 +142,12 @@ impl Faults {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0 and 1, got {v}"));
             }
+        }
+        if self.retry_after_s.is_some_and(|s| s > 86_400) {
+            return Err(format!(
+                "retry_after_s must be at most 86400 (a day), got {}",
+                self.retry_after_s.unwrap_or_default()
+            ));
         }
         if let Some(l) = self.latency_ms {
             if !(l.p50 >= 0.0 && l.p50.is_finite())

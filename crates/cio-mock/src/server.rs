@@ -273,7 +273,7 @@ async fn api(state: &State, faults: &Faults, req: Request<Incoming>) -> Answer {
             .stats
             .injected_throttles
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return too_many(1, "throttled (injected)");
+        return too_many(faults.retry_after_s.unwrap_or(1), "throttled (injected)");
     }
     if let Some(status) = error {
         state

@@ -428,3 +428,54 @@ async fn a_panic_in_one_message_leaves_it_unacknowledged_and_the_rest_delivered(
     assert_eq!(acked, (0..20).filter(|&i| i != 7).collect::<Vec<_>>());
     assert_eq!(acks.dropped(), vec![7]);
 }
+
+/// A deadline that passes while the service is not ready (a rate limit of 1/s here, Redis down
+/// or a full concurrency limit in life) fails that one message, not the run: tower's
+/// `poll_ready` error would mean the service is finished, so the deadline fails the response
+/// future instead, and the processor goes on with the next messages.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_passing_in_readiness_fails_one_message_and_the_run_goes_on() {
+    use cio_layers::deadline::{DeadlineLayer, Elapsed};
+    use cio_layers::rate_limit::{Quota, RateLimitLayer};
+    use tower::ServiceBuilder;
+
+    #[derive(Debug)]
+    struct Late(Elapsed);
+    impl From<Elapsed> for Late {
+        fn from(e: Elapsed) -> Self {
+            Late(e)
+        }
+    }
+    impl std::fmt::Display for Late {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+    let source = numbers(6);
+    let acks = source.ack_log();
+    let service = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_millis(600)))
+        .layer(RateLimitLayer::new(Quota::per_second(
+            std::num::NonZeroU32::MIN,
+        )))
+        .service(tower::service_fn(|_: u32| async { Ok::<_, Late>(()) }));
+    let letters = InMemory::new();
+    let report = Processor::new(source, parse, service, letters.clone())
+        .max_in_flight(1)
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(report.stop, StopReason::EndOfInput, "{report:?}");
+    assert_eq!(report.read, 6);
+    // One a second passes; the message behind each waits 600 ms and fails, the next goes.
+    assert_eq!(
+        (report.delivered, report.dead_lettered),
+        (3, 3),
+        "{report:?}"
+    );
+    assert!(
+        letters.letters()[0].reason.contains("600ms"),
+        "{:?}",
+        letters.letters()[0]
+    );
+    assert_eq!(acks.acked().len(), 6);
+}

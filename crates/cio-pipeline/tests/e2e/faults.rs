@@ -42,6 +42,7 @@ async fn run(scheme: Scheme) {
             error_rate: 0.15,
             throttle_rate: 0.1,
             drop_rate: 0.1,
+            retry_after_s: None,
             latency_ms: Some(Latency {
                 p50: 2.0,
                 p99: Some(150.0),
