@@ -361,3 +361,126 @@ async fn the_shared_limits_redis_stopped_for_15_s_then_back() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn give_up_after_is_the_one_way_an_outage_makes_dead_letters() {
+    let events = 1_000;
+    let (mock, run) = (unlimited_mock().await, Run::new(events));
+    mock.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let out = wait(run.pipe(&mock, &["--give-up-after", "3s"])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.dead_letters(), events);
+    let letter: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&run.dead)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(letter["retryable"], true, "{letter}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault"),
+        "the reason is the last answer: {letter}"
+    );
+}
+
+/// `cio worker`'s /metrics during an outage: requests retrying, how long the oldest has tried,
+/// how long nothing went through; all back to 0 once Customer.io answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_shows_an_outage_in_its_metrics() {
+    let events = 2_000;
+    let (mock, run) = (unlimited_mock().await, Run::new(events));
+    mock.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    let mut child = cio()
+        .args(["worker", "--source"])
+        .arg(format!("file:{}", run.input.display()))
+        .args(["--endpoint", &mock.url(), "--rate", "100"])
+        .args(["--linger-ms", "20", "--admin-listen", "127.0.0.1:0"])
+        .args(["--shutdown-timeout", "5s", "--dead-letter"])
+        .arg(&run.dead)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let admin = line
+        .trim()
+        .rsplit("admin http://")
+        .next()
+        .unwrap()
+        .to_owned();
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(&admin).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        body
+    };
+    let started = Instant::now();
+    loop {
+        let m = scrape();
+        if metric(&m, "cio_worker_retrying") >= 1.0
+            && metric(&m, "cio_worker_failing_seconds") >= 2.0
+        {
+            assert!(
+                metric(&m, "cio_worker_oldest_retrying_seconds") >= 1.0,
+                "{m}"
+            );
+            assert!(m.contains("# HELP cio_worker_retrying"), "{m}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mock.set_faults(Faults::default()).unwrap();
+    let started = Instant::now();
+    loop {
+        let m = scrape();
+        if metric(&m, "cio_worker_delivered_total") == events as f64 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let m = scrape();
+            assert_eq!(metric(&m, "cio_worker_retrying"), 0.0, "{m}");
+            assert_eq!(metric(&m, "cio_worker_failing_seconds"), 0.0, "{m}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait(child).await.status.success());
+    assert_eq!(run.dead_letters(), 0);
+}
