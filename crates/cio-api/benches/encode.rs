@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use cio_api::validate::encode_batch;
+use cio_api::encode::encode_batch;
 use cio_api::{
     Attributes, Event, EventKind, EventSubject, Identify, Limits, Operation, PersonIdentifier,
 };

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use crate::validate::ValidationError;
+use crate::limits::ValidationError;
 
 /// The status codes the official SDKs retry: 408, 429, 500, 502, 503, 504, 522, 524.
 pub const RETRYABLE_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504, 522, 524];

@@ -48,7 +48,7 @@ impl cio_layers::batch::Weigh for crate::Operation {
     /// The entry's encoded size plus its comma in the batch array: batches built on this weight
     /// stay within [`crate::Limits::batch_weight`].
     fn weight(&self) -> usize {
-        crate::validate::serialized_len(self) + 1
+        crate::size::serialized_len(self) + 1
     }
 }
 

@@ -37,12 +37,15 @@
 
 mod client;
 mod credentials;
+pub mod encode;
 mod error;
 mod identifier;
 mod layers;
+pub mod limits;
 pub mod operation;
 pub mod pipelines;
 mod region;
+pub mod size;
 pub mod stack;
 pub mod transactional;
 mod transport;
@@ -53,8 +56,10 @@ pub use client::{
     PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
 };
 pub use credentials::{AppCredentials, PipelinesCredentials, Secret, TrackCredentials};
+pub use encode::{encode_batch, EncodedBatch};
 pub use error::{parse_retry_after, ConfigError, Error, RETRYABLE_STATUSES};
 pub use identifier::{ObjectIdentifier, PersonIdentifier, Relationship, RelationshipTarget};
+pub use limits::{Limits, ValidationError};
 pub use operation::{
     AddDevice, DecodeError, DeleteDevice, DeliveryEvent, Device, Event, EventKind, EventSubject,
     FormSubmit, Identify, Merge, ObjectIdentify, ObjectRelationships, Operation,
@@ -66,7 +71,6 @@ pub use transactional::{
     AppRequest, BroadcastTrigger, MessageIdentifiers, MessageKind, TransactionalMessage,
 };
 pub use transport::{ClientOptions, Idempotency, RawResponse, TlsOptions, Transport};
-pub use validate::{Limits, ValidationError};
 
 /// A JSON object of attributes (profile attributes, event data, traits).
 pub type Attributes = serde_json::Map<String, serde_json::Value>;

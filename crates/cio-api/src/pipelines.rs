@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::validate::{Limits, ValidationError};
+use crate::limits::{Limits, ValidationError};
 use crate::Attributes;
 
 /// The kind of a Pipelines call (`type` in a batch).

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::validate::ValidationError;
+use crate::limits::ValidationError;
 use crate::Attributes;
 
 /// The channel of a transactional message; each has its own endpoint `/v1/send/{kind}`.

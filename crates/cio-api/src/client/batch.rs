@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
+use crate::encode::encode_batch;
+use crate::limits::ValidationError;
 use crate::transport::Idempotency;
-use crate::validate::{encode_batch, ValidationError};
 use crate::{Error, Limits, Operation, Region, TrackCredentials};
 
 /// Track API v2 batch: many entries in one `POST /api/v2/batch`, answered per entry.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::*;
 use crate::identifier::RelationshipTarget;
-use crate::validate::ValidationError;
+use crate::limits::ValidationError;
 
 /// Why a line or entry could not become an [`Operation`].
 #[derive(Debug, thiserror::Error)]

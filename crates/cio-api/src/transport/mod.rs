@@ -56,7 +56,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 
 use crate::error::Error;
-use crate::validate::Limits;
+use crate::limits::Limits;
 
 pub use tls::TlsOptions;
 

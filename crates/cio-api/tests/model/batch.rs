@@ -1,7 +1,7 @@
 //! `encode_batch`: one pass that validates every entry, keeps the valid ones in order, and
 //! reports each refused one with its index in the caller's slice.
 
-use cio_api::validate::encode_batch;
+use cio_api::encode::encode_batch;
 use cio_api::{
     EventSubject, FormSubmit, Limits, Operation, SegmentChange, SegmentMembership, ValidationError,
 };

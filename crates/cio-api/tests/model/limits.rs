@@ -1,7 +1,7 @@
 //! Every limit of [`Limits`] at exactly the limit (passes) and one byte or item over (fails with
 //! the field, the limit and the size found).
 
-use cio_api::validate::encode_batch;
+use cio_api::encode::encode_batch;
 use cio_api::{
     AddDevice, Device, EventSubject, FormSubmit, Limits, Merge, ObjectIdentifier, Operation,
     PersonIdentifier, Relationship, SegmentChange, SegmentIdType, SegmentMembership,

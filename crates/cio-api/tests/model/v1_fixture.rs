@@ -4,7 +4,7 @@
 //! Entries are looked up by their `call` text, so a fixture entry that disappears fails loudly,
 //! and every Track v1 entry of the fixture must be covered here (or listed as not an operation).
 
-use cio_api::validate::encode_batch;
+use cio_api::encode::encode_batch;
 use cio_api::{
     AddDevice, DeleteDevice, DeliveryEvent, Device, Event, EventKind, EventSubject, FormSubmit,
     Limits, Merge, Operation, PersonIdentifier, SegmentChange, SegmentIdType, SegmentMembership,
