@@ -94,3 +94,157 @@ pub fn encode_batch(ops: &[Operation], limits: &Limits) -> Result<EncodedBatch, 
         rejected,
     })
 }
+
+/// A v2 entry checked against the [`Limits`] and encoded, once: what the batch path carries.
+///
+/// Built where the operation comes in (a decoded line, a caller's operation); from then on
+/// nothing validates or serializes it again. Its weight in a batch is its length plus a
+/// comma, a batch body is the entries' bytes joined ([`PreparedBatch`]), and a retry sends the
+/// same `Bytes` again.
+///
+/// ```
+/// use cio_api::{encode::Entry, Limits, Operation};
+///
+/// let op = Operation::from_json(br#"{"type":"person","identifiers":{"id":"42"},"action":"event","name":"signup","id":"01J0000000000000000000000"}"#).unwrap();
+/// let entry = Entry::new(&op, &Limits::default()).unwrap();
+/// assert!(entry.wire().starts_with(b"{") && entry.is_idempotent());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    wire: bytes::Bytes,
+    idempotent: bool,
+    kind: &'static str,
+}
+
+impl Entry {
+    /// Validates `op` as a v2 entry and encodes it (one pass over the operation for the
+    /// checks, one serialization).
+    pub fn new(op: &Operation, limits: &Limits) -> Result<Entry, ValidationError> {
+        let mut wire = Vec::with_capacity(256);
+        op.encode_entry(limits, &mut wire)?;
+        Ok(Entry {
+            wire: bytes::Bytes::from(wire),
+            idempotent: op.is_idempotent(),
+            kind: op.stat_name(),
+        })
+    }
+
+    /// The entry's JSON, as it goes into the batch body.
+    pub fn wire(&self) -> &bytes::Bytes {
+        &self.wire
+    }
+
+    /// Whether sending it twice acts once (an identify, an event with an id, ...).
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    /// The operation's kind (`identify`, `event`, ...), for metrics.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// A v2 batch body joined from [`Entry`]s once, cheap to clone: a retry of the batch sends the
+/// same bytes again.
+#[derive(Clone, Debug)]
+pub struct PreparedBatch {
+    body: bytes::Bytes,
+    entries: usize,
+    idempotent: bool,
+}
+
+impl PreparedBatch {
+    /// `{"batch":[e1,e2,...]}`. The size is checked when it is sent (the batch layer's weight
+    /// keeps it within [`Limits::batch_weight`]).
+    pub fn from_entries(entries: &[Entry]) -> PreparedBatch {
+        const OPEN: &[u8] = b"{\"batch\":[";
+        let len = OPEN.len() + 2 + entries.iter().map(|e| e.wire.len() + 1).sum::<usize>();
+        let mut body = Vec::with_capacity(len);
+        body.extend_from_slice(OPEN);
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&e.wire);
+        }
+        body.extend_from_slice(b"]}");
+        PreparedBatch {
+            body: bytes::Bytes::from(body),
+            entries: entries.len(),
+            idempotent: entries.iter().all(Entry::is_idempotent),
+        }
+    }
+
+    /// The request body.
+    pub fn body(&self) -> &bytes::Bytes {
+        &self.body
+    }
+
+    /// Entries in it.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// No entry at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Whether every entry is idempotent (so the transport may send it again after a broken
+    /// connection).
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+}
+
+impl cio_layers::batch::Weigh for Entry {
+    /// Its length plus its comma in the batch array: batches built on this weight stay within
+    /// [`Limits::batch_weight`].
+    fn weight(&self) -> usize {
+        self.wire.len() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_batch_is_the_encode_batch_body_of_the_same_entries() {
+        let limits = Limits::default();
+        let ops: Vec<Operation> = [
+            r#"{"type":"person","identifiers":{"id":"1"},"action":"identify","attributes":{"plan":"pro","n":1}}"#,
+            r#"{"type":"person","identifiers":{"email":"a@b.c"},"action":"event","name":"x","id":"01J0000000000000000000000","attributes":{"q":"\"quoted\" é"}}"#,
+            r#"{"type":"person","identifiers":{"id":"2"},"action":"event","name":"y"}"#,
+        ]
+        .iter()
+        .map(|l| Operation::from_json(l.as_bytes()).unwrap())
+        .collect();
+        let entries: Vec<Entry> = ops
+            .iter()
+            .map(|o| Entry::new(o, &limits).unwrap())
+            .collect();
+        let prepared = PreparedBatch::from_entries(&entries);
+        let encoded = encode_batch(&ops, &limits).unwrap();
+        assert_eq!(prepared.body().as_ref(), encoded.body.as_slice());
+        assert_eq!(prepared.len(), 3);
+        assert!(
+            !prepared.is_idempotent(),
+            "an event without an id is not idempotent"
+        );
+        // The weights add up to the body less the envelope, plus one (no comma after the last).
+        let weight: usize = entries.iter().map(cio_layers::batch::Weigh::weight).sum();
+        assert_eq!(weight, prepared.body().len() - br#"{"batch":[]}"#.len() + 1);
+        // An invalid operation never becomes an entry.
+        let bad = Operation::from_json(
+            br#"{"type":"person","identifiers":{"id":"1"},"action":"event","name":"x"}"#,
+        )
+        .unwrap();
+        let long = Limits {
+            event_name_bytes: 0,
+            ..Limits::default()
+        };
+        assert!(Entry::new(&bad, &long).is_err());
+    }
+}

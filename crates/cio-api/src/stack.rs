@@ -3,8 +3,15 @@
 //! `POST /api/v2/batch` within Customer.io's limits.
 //!
 //! ```text
-//! Batch -> Metrics -> Retry -> AttemptMetrics -> RateLimit -> Concurrency (fixed or adaptive) -> BatchClient
+//! (Operation -> Entry) -> Batch -> (Vec<Entry> -> PreparedBatch) -> Metrics -> Retry -> AttemptMetrics
+//!     -> RateLimit -> Concurrency (fixed or adaptive) -> BatchClient
 //! ```
+//!
+//! **Encoded once.** An operation is checked against the limits and serialized once, into an
+//! [`Entry`], before the batch layer ([`BatchedStack::service`]); a pipeline whose decoder makes
+//! entries itself skips that step ([`BatchedStack::entries`]). The batch layer weighs an entry
+//! by its length, a batch body is the entries' bytes joined ([`PreparedBatch`]), and the retry
+//! sends that same `Bytes` again: nothing on the path validates or serializes an entry twice.
 //!
 //! The rate and concurrency limits sit inside the retry, so retries wait for a token too. The
 //! outer metrics count what callers see per batch (a 429 that a retry got through counts as a
@@ -50,6 +57,7 @@ use cio_layers::retry::{RetryConfig, RetryHandle, RetryLayer};
 use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower::ServiceBuilder;
 
+use crate::encode::{Entry, PreparedBatch};
 use crate::{BatchClient, EntryError, Error, Operation, TrackClient, TrackResponse};
 
 /// How many requests may be in flight.
@@ -104,13 +112,19 @@ impl Default for StackConfig {
 /// What a caller of the stack can get back for one operation.
 pub type StackError = BatchError<EntryError, Error>;
 
-/// The stack as one cloneable service of single operations.
+/// The stack as one cloneable service of single operations (each validated and encoded once,
+/// on the way in).
 pub type StackService = BoxCloneSyncService<Operation, (), StackError>;
+
+/// The stack as one cloneable service of entries validated and encoded already (a pipeline's
+/// decoder makes them): nothing checks or serializes them again.
+pub type EntryService = BoxCloneSyncService<Entry, (), StackError>;
 
 /// A built stack: the service, and handles to flush it and to read its state.
 #[derive(Clone)]
 pub struct BatchedStack {
     service: StackService,
+    entries: EntryService,
     batch: BatchHandle,
     metrics: MetricsHandle,
     attempts: MetricsHandle,
@@ -150,6 +164,7 @@ impl BatchedStack {
     where
         B: RateLimitBackend,
     {
+        let limits = client.limits().clone();
         let metrics = MetricsLayer::new(config.metrics_name.clone());
         let metrics_handle = metrics.handle();
         let attempts = MetricsLayer::new(format!("{}_attempt", config.metrics_name));
@@ -160,7 +175,7 @@ impl BatchedStack {
         let (inner, concurrency) = match &config.concurrency {
             Concurrency::Fixed(n) => {
                 let svc = ServiceBuilder::new()
-                    .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
+                    .map_request(|v: Vec<Entry>| PreparedBatch::from_entries(&v))
                     .layer(metrics)
                     .layer(retry)
                     .layer(attempts)
@@ -174,7 +189,7 @@ impl BatchedStack {
                     .map_err(|e| StackConfigError(e.to_string()))?;
                 let controller = adaptive.controller().clone();
                 let svc = ServiceBuilder::new()
-                    .map_request(|v: Vec<Operation>| Arc::<[Operation]>::from(v))
+                    .map_request(|v: Vec<Entry>| PreparedBatch::from_entries(&v))
                     .layer(metrics)
                     .layer(retry)
                     .layer(attempts)
@@ -186,9 +201,14 @@ impl BatchedStack {
         };
         let batch = BatchLayer::new(config.batch);
         let batch_handle = batch.handle();
-        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(batch).service(inner));
+        let entries = BoxCloneSyncService::new(ServiceBuilder::new().layer(batch).service(inner));
+        let service = BoxCloneSyncService::new(EncodeFirst {
+            inner: entries.clone(),
+            limits: Arc::new(limits),
+        });
         Ok(BatchedStack {
             service,
+            entries,
             batch: batch_handle,
             metrics: metrics_handle,
             attempts: attempts_handle,
@@ -214,6 +234,11 @@ impl BatchedStack {
         self.service.clone()
     }
 
+    /// The same stack for [`Entry`]s encoded already (a pipeline decodes each line into one).
+    pub fn entries(&self) -> EntryService {
+        self.entries.clone()
+    }
+
     /// Per-request metrics (one request carries a batch).
     pub fn metrics(&self) -> &MetricsHandle {
         &self.metrics
@@ -227,6 +252,42 @@ impl BatchedStack {
     /// Stops accepting operations, flushes what is batched and waits for every answer.
     pub async fn close(&self) {
         self.batch.close().await;
+    }
+}
+
+/// Validates and encodes an operation into an [`Entry`], once, before the batch layer; an
+/// invalid one is answered at once as [`BatchError::Item`] and never queued.
+#[derive(Clone)]
+struct EncodeFirst<S> {
+    inner: S,
+    limits: Arc<crate::Limits>,
+}
+
+impl<S> tower::Service<Operation> for EncodeFirst<S>
+where
+    S: tower::Service<Entry, Response = (), Error = StackError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = StackError;
+    type Future =
+        futures_util::future::Either<S::Future, std::future::Ready<Result<(), StackError>>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StackError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, op: Operation) -> Self::Future {
+        // A refused operation leaves the slot `poll_ready` reserved to the next call.
+        match Entry::new(&op, &self.limits) {
+            Ok(entry) => futures_util::future::Either::Left(self.inner.call(entry)),
+            Err(e) => futures_util::future::Either::Right(std::future::ready(Err(
+                BatchError::Item(EntryError::Invalid(e)),
+            ))),
+        }
     }
 }
 

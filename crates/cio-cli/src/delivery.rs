@@ -13,7 +13,7 @@ use cio_layers::metrics::MetricsHandle;
 use cio_layers::rate_limit::Quota;
 use cio_layers::retry::{RetryConfig, RetryHandle, RetryStatus};
 use cio_layers::ByError;
-use cio_pipeline::cio::OperationDecoder;
+use cio_pipeline::cio::{EntryDecoder, OperationDecoder};
 use cio_pipeline::dead_letter::DeadLetterSink;
 use cio_pipeline::{Processor, Progress, Report, Source};
 use tokio_util::sync::CancellationToken;
@@ -90,11 +90,16 @@ impl DeliverySettings {
         Ok(())
     }
 
-    fn stack_config(&self, name: &str) -> StackConfig {
-        let limits = Limits {
+    /// Customer.io's limits with the batch size asked for.
+    fn limits(&self) -> Limits {
+        Limits {
             batch_bytes: self.batch_max_bytes,
             ..Limits::default()
-        };
+        }
+    }
+
+    fn stack_config(&self, name: &str) -> StackConfig {
+        let limits = self.limits();
         StackConfig {
             rate: Quota::per_second(NonZeroU32::new(self.rate).unwrap_or(NonZeroU32::MIN))
                 .with_burst(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN)),
@@ -291,10 +296,19 @@ impl Delivery {
         ));
         let report = match self {
             Delivery::Batched(stack) => {
-                let service = stack.service();
+                // Each line is checked and encoded once, here; the batch only joins the bytes.
+                let decoder = EntryDecoder::with_limits(settings.limits());
                 let stopped = shutdown.clone();
-                let report =
-                    process(source, service, dead_letters, settings, progress, shutdown).await;
+                let report = process(
+                    source,
+                    decoder,
+                    stack.entries(),
+                    dead_letters,
+                    settings,
+                    progress,
+                    shutdown,
+                )
+                .await;
                 if stopped.is_cancelled() {
                     // A stop during an outage must not wait for batches that retry until
                     // Customer.io answers: their operations were not acknowledged (the
@@ -313,8 +327,17 @@ impl Delivery {
                 report
             }
             Delivery::Unbatched(stack) => {
-                let service = stack.service();
-                process(source, service, dead_letters, settings, progress, shutdown).await
+                let decoder = OperationDecoder::with_limits(settings.limits());
+                process(
+                    source,
+                    decoder,
+                    stack.service(),
+                    dead_letters,
+                    settings,
+                    progress,
+                    shutdown,
+                )
+                .await
             }
         };
         status.abort();
@@ -399,9 +422,12 @@ fn group_thousands(n: u64) -> String {
     out
 }
 
-/// One run of the processor over `service`, whichever path it is.
-async fn process<S, Svc, L>(
+/// One run of the processor over `service`, whichever path it is: lines decoded by `decoder`
+/// into what `service` takes (v2 entries encoded once for batches, operations for v1).
+#[allow(clippy::too_many_arguments)]
+async fn process<S, D, Svc, L>(
     source: S,
+    decoder: D,
     service: Svc,
     dead_letters: L,
     settings: &DeliverySettings,
@@ -411,12 +437,13 @@ async fn process<S, Svc, L>(
 where
     S: Source + 'static,
     L: DeadLetterSink,
-    Svc: tower::Service<cio_api::Operation> + Send,
+    D: cio_pipeline::Decode,
+    Svc: tower::Service<D::Item> + Send,
     Svc::Future: Send + 'static,
     Svc::Response: Send + 'static,
     Svc::Error: std::fmt::Display + cio_layers::ClassifyError + Send + 'static,
 {
-    Processor::new(source, OperationDecoder::new(), service, dead_letters)
+    Processor::new(source, decoder, service, dead_letters)
         .max_in_flight(settings.max_in_flight)
         .drain_deadline(settings.drain_deadline)
         .with_progress(progress)

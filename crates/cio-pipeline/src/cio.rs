@@ -50,6 +50,7 @@
 //! sending real events through it. Stdin and channels get a unique origin per run, so they never
 //! collide.
 
+use cio_api::encode::Entry;
 use cio_api::{Limits, Operation};
 
 use crate::decode::{Decode, DecodeError};
@@ -126,22 +127,68 @@ impl OperationDecoder {
     }
 }
 
+/// A line as an operation, with an id-less event given its deterministic id.
+fn operation(payload: &[u8], position: &Position) -> Result<Operation, DecodeError> {
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        DecodeError::new(format!(
+            "not valid UTF-8 (invalid byte at column {})",
+            e.valid_up_to() + 1
+        ))
+    })?;
+    let mut op = Operation::from_json_str(text).map_err(|e| DecodeError::new(e.to_string()))?;
+    if let Operation::Event(event) = &mut op {
+        if event.id.is_none() {
+            event.id = Some(event_id(position, event.timestamp));
+        }
+    }
+    Ok(op)
+}
+
+/// Decodes lines into v2 [`Entry`]s for the batch path: parsed, given an id when an event has
+/// none, checked against the limits and encoded, once. The batch after it only joins the
+/// entries' bytes (`cio_api::stack::BatchedStack::entries`); nothing validates or serializes
+/// them again, and a retry sends the same bytes.
+///
+/// ```
+/// use cio_pipeline::{cio::EntryDecoder, Decode, source::Position};
+///
+/// let at = Position::Line { origin: "/data/events.jsonl".into(), line: 3, offset: 240 };
+/// let line = br#"{"type":"person","identifiers":{"id":"42"},"action":"event","name":"signup"}"#;
+/// let entry = EntryDecoder::new().decode(line, &at).unwrap();
+/// let id = cio_pipeline::cio::event_id(&at, None);
+/// assert!(std::str::from_utf8(entry.wire()).unwrap().contains(&id));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct EntryDecoder {
+    limits: Limits,
+}
+
+impl EntryDecoder {
+    /// Checks Customer.io's documented limits ([`Limits::default`]).
+    pub fn new() -> Self {
+        EntryDecoder::default()
+    }
+
+    /// Checks these limits (keep them equal to the client's).
+    pub fn with_limits(limits: Limits) -> Self {
+        EntryDecoder { limits }
+    }
+}
+
+impl Decode for EntryDecoder {
+    type Item = Entry;
+
+    fn decode(&self, payload: &[u8], position: &Position) -> Result<Entry, DecodeError> {
+        let op = operation(payload, position)?;
+        Entry::new(&op, &self.limits).map_err(|e| DecodeError::new(e.to_string()))
+    }
+}
+
 impl Decode for OperationDecoder {
     type Item = Operation;
 
     fn decode(&self, payload: &[u8], position: &Position) -> Result<Operation, DecodeError> {
-        let text = std::str::from_utf8(payload).map_err(|e| {
-            DecodeError::new(format!(
-                "not valid UTF-8 (invalid byte at column {})",
-                e.valid_up_to() + 1
-            ))
-        })?;
-        let mut op = Operation::from_json_str(text).map_err(|e| DecodeError::new(e.to_string()))?;
-        if let Operation::Event(event) = &mut op {
-            if event.id.is_none() {
-                event.id = Some(event_id(position, event.timestamp));
-            }
-        }
+        let op = operation(payload, position)?;
         if let Some(limits) = &self.limits {
             op.validate(limits)
                 .map_err(|e| DecodeError::new(e.to_string()))?;

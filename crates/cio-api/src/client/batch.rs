@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::shared::{ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
-use crate::encode::encode_batch;
+use crate::encode::{encode_batch, PreparedBatch};
 use crate::limits::ValidationError;
 use crate::transport::Idempotency;
 use crate::{Error, Limits, Operation, Region, TrackCredentials};
@@ -145,50 +145,43 @@ impl BatchClient {
                     .iter()
                     .all(|&i| ops_idempotent.get(i).copied().unwrap_or(false)),
             );
-            let resp = inner
-                .core
-                .send_checked(
-                    Method::POST,
-                    &inner.batch_url,
-                    Some(Bytes::from(encoded.body)),
+            inner
+                .post_batch(
+                    Bytes::from(encoded.body),
+                    &encoded.sent,
                     idempotency,
+                    outcomes,
                 )
-                .await?;
-            // 200 `{}` (or an empty body) is all accepted; a 207 or a 200 with `errors` is not.
-            if !resp.body.is_empty() {
-                let parsed: ErrorsBody =
-                    serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
-                        status: resp.status,
-                        reason: format!("expected {{\"errors\":[...]}}: {e}"),
-                    })?;
-                for err in parsed.errors {
-                    let Some(original) = err.batch_index.and_then(|i| encoded.sent.get(i)) else {
-                        return Err(Error::InvalidResponse {
-                            status: resp.status,
-                            reason: format!(
-                                "error without a valid batch_index ({:?} of {} entries sent): {}",
-                                err.batch_index,
-                                encoded.sent.len(),
-                                err.message
-                            ),
-                        });
-                    };
-                    outcomes[*original] = Err(EntryError::Rejected {
-                        reason: err.reason,
-                        field: err.field,
-                        message: err.message,
-                    });
-                }
-            } else if resp.status == StatusCode::MULTI_STATUS {
-                return Err(Error::InvalidResponse {
-                    status: resp.status,
-                    reason: "a 207 without an errors array".into(),
+                .await
+        })
+    }
+
+    /// Sends a batch whose entries were validated and encoded already ([`PreparedBatch`]):
+    /// nothing is validated or serialized again, and a retry sends the same bytes. Only the
+    /// body's size is checked against [`Limits::batch_bytes`].
+    pub fn send_prepared(&self, batch: PreparedBatch) -> ResponseFuture<BatchResponse> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let n = batch.len();
+            if n == 0 {
+                return Ok(BatchResponse {
+                    status: None,
+                    outcomes: Vec::new(),
                 });
             }
-            Ok(BatchResponse {
-                status: Some(resp.status),
-                outcomes,
-            })
+            let limit = inner.core.limits.batch_bytes;
+            if batch.body().len() > limit {
+                return Err(Error::from(ValidationError::TooLarge {
+                    field: "batch".into(),
+                    limit,
+                    actual: batch.body().len(),
+                }));
+            }
+            let sent: Vec<usize> = (0..n).collect();
+            let idempotency = Idempotency::from_bool(batch.is_idempotent());
+            inner
+                .post_batch(batch.body().clone(), &sent, idempotency, vec![Ok(()); n])
+                .await
         })
     }
 
@@ -206,6 +199,58 @@ impl BatchClient {
             )
             .await?;
         Ok(())
+    }
+}
+
+impl Inner {
+    /// POSTs `body` (entries `sent[i]` of the caller's, in order) and maps a 207's or a 200's
+    /// `errors[]` back onto `outcomes`.
+    async fn post_batch(
+        &self,
+        body: Bytes,
+        sent: &[usize],
+        idempotency: Idempotency,
+        mut outcomes: Vec<Result<(), EntryError>>,
+    ) -> Result<BatchResponse, Error> {
+        let resp = self
+            .core
+            .send_checked(Method::POST, &self.batch_url, Some(body), idempotency)
+            .await?;
+        // 200 `{}` (or an empty body) is all accepted; a 207 or a 200 with `errors` is not.
+        if !resp.body.is_empty() {
+            let parsed: ErrorsBody =
+                serde_json::from_slice(&resp.body).map_err(|e| Error::InvalidResponse {
+                    status: resp.status,
+                    reason: format!("expected {{\"errors\":[...]}}: {e}"),
+                })?;
+            for err in parsed.errors {
+                let Some(original) = err.batch_index.and_then(|i| sent.get(i)) else {
+                    return Err(Error::InvalidResponse {
+                        status: resp.status,
+                        reason: format!(
+                            "error without a valid batch_index ({:?} of {} entries sent): {}",
+                            err.batch_index,
+                            sent.len(),
+                            err.message
+                        ),
+                    });
+                };
+                outcomes[*original] = Err(EntryError::Rejected {
+                    reason: err.reason,
+                    field: err.field,
+                    message: err.message,
+                });
+            }
+        } else if resp.status == StatusCode::MULTI_STATUS {
+            return Err(Error::InvalidResponse {
+                status: resp.status,
+                reason: "a 207 without an errors array".into(),
+            });
+        }
+        Ok(BatchResponse {
+            status: Some(resp.status),
+            outcomes,
+        })
     }
 }
 
@@ -233,6 +278,21 @@ impl tower::Service<Arc<[Operation]>> for BatchClient {
 
     fn call(&mut self, ops: Arc<[Operation]>) -> Self::Future {
         self.send(&ops)
+    }
+}
+
+/// A batch encoded once: retries resend the same bytes.
+impl tower::Service<PreparedBatch> for BatchClient {
+    type Response = BatchResponse;
+    type Error = Error;
+    type Future = ResponseFuture<BatchResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, batch: PreparedBatch) -> Self::Future {
+        self.send_prepared(batch)
     }
 }
 
