@@ -358,10 +358,11 @@ async fn report_outages(retries: RetryHandle, progress: Arc<Progress>, every: Du
     loop {
         tick.tick().await;
         let now = tokio::time::Instant::now();
-        match outage_line(&retries.status(), progress.in_flight(), now) {
+        let status = retries.status();
+        match outage_line(&status, progress.in_flight(), now) {
             Some(line) => {
                 // The first line once the outage is `every` old, then one every `every`.
-                let since = retries.status().failing_since.unwrap_or(now);
+                let since = status.failing_since.unwrap_or(now);
                 let due = match last_line {
                     None => now.saturating_duration_since(since) >= every,
                     Some(t) => now.saturating_duration_since(t) >= every,
@@ -371,7 +372,7 @@ async fn report_outages(retries: RetryHandle, progress: Arc<Progress>, every: Du
                     last_line = Some(now);
                 }
             }
-            None if last_line.is_some() && retries.status().failing_since.is_none() => {
+            None if last_line.is_some() && status.failing_since.is_none() => {
                 tracing::info!(
                     "Customer.io answers again: delivering ({} operations in flight)",
                     progress.in_flight()

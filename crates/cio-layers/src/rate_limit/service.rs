@@ -8,6 +8,7 @@ use tokio::time::{sleep, Sleep};
 use tower::Service;
 
 use super::{LocalBackend, Quota, RateLimitBackend, Reservation};
+use crate::retry::capped_exponential;
 
 /// Waits in `poll_ready` until the limit admits one call, then lets the inner service decide
 /// its own readiness. Clones share the limit (through the backend) but each holds its own
@@ -115,7 +116,11 @@ where
                         Ok(r) => self.state = State::Waiting(Box::pin(sleep(r.wait)), r),
                         Err(e) => {
                             self.failures = self.failures.saturating_add(1);
-                            let delay = backend_backoff(self.failures);
+                            let delay = capped_exponential(
+                                BACKEND_RETRY_MIN,
+                                BACKEND_RETRY_MAX,
+                                self.failures,
+                            );
                             if self.failures == 1 && warn_now() {
                                 tracing::warn!(error = %e, "rate limit backend cannot decide: waiting until it can (fail closed)");
                             } else {
@@ -146,17 +151,6 @@ where
             }
         }
     }
-}
-
-/// The wait after the `failures`-th backend error in a row: 100 ms, doubling, at most 2 s.
-fn backend_backoff(failures: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(failures.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    BACKEND_RETRY_MIN
-        .checked_mul(factor)
-        .unwrap_or(BACKEND_RETRY_MAX)
-        .min(BACKEND_RETRY_MAX)
 }
 
 /// At most one warning every 10 s for the whole process: every clone of the service (one per

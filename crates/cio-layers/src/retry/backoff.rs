@@ -70,14 +70,14 @@ impl RetryConfig {
     /// The ceiling of the backoff before retry number `retry` (1 for the first retry):
     /// `min(max_delay, base_delay * 2^(retry-1))`.
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(retry.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        capped_exponential(self.base_delay, self.max_delay, retry)
     }
+}
+
+/// `min(max, base * 2^(n-1))` for the `n`-th wait (1 for the first), without overflow.
+pub(crate) fn capped_exponential(base: Duration, max: Duration, n: u32) -> Duration {
+    let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
 /// Full jitter: uniform in `[0, ceiling]`.

@@ -41,6 +41,7 @@ mod layer;
 mod policy;
 mod state;
 
+pub(crate) use backoff::capped_exponential;
 pub use backoff::{RetryConfig, MAX_BACKOFF, MAX_RETRY_AFTER};
 pub use layer::RetryLayer;
 pub use policy::RetryPolicy;

@@ -81,8 +81,8 @@ where
     type Future = Sleep;
 
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Sleep> {
-        let shared = self.shared.clone();
-        let call = self.call.as_mut()?;
+        let RetryPolicy { shared, call } = self;
+        let call = call.as_mut()?;
         let error = match result {
             Ok(_) => {
                 shared.handle.succeeded();
