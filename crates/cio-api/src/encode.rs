@@ -129,6 +129,51 @@ impl Entry {
         })
     }
 
+    /// The entry `wire` as it is, when [`crate::raw::vouch`] can vouch for its bytes: no parse,
+    /// no copy (the entry shares `wire`'s buffer). An event without an `id` gets
+    /// `event_id(timestamp)` as its id, appended (the only bytes written). `None` when the
+    /// bytes must go through [`Entry::new`] (which also words the error of a bad entry), or the
+    /// entry would be over [`Limits::entry_bytes`].
+    ///
+    /// ```
+    /// use cio_api::{encode::Entry, Limits};
+    ///
+    /// let line = bytes::Bytes::from_static(br#"{"type":"person","identifiers":{"id":"42"},"action":"event","name":"signup"}"#);
+    /// let entry = Entry::from_wire(line, &Limits::default(), |_| "01J0000000000000000000000".into()).unwrap();
+    /// assert!(entry.wire().ends_with(br#""name":"signup","id":"01J0000000000000000000000"}"#));
+    /// ```
+    pub fn from_wire(
+        wire: bytes::Bytes,
+        limits: &Limits,
+        event_id: impl FnOnce(Option<i64>) -> String,
+    ) -> Option<Entry> {
+        let vouched = crate::raw::vouch(&wire, limits)?;
+        let (kind, needs_id) = (vouched.kind, vouched.needs_id());
+        let wire = if needs_id {
+            let id = event_id(vouched.timestamp);
+            if id.is_empty() || crate::size::escaped_len(&id) > limits.identifier_bytes {
+                return None;
+            }
+            // `...}` becomes `...,"id":"<id>"}`; the id is escaped as serde_json would.
+            let mut out = Vec::with_capacity(wire.len() + id.len() + 8);
+            out.extend_from_slice(&wire[..wire.len() - 1]);
+            out.extend_from_slice(b",\"id\":");
+            let _ = serde_json::to_writer(&mut out, &id);
+            out.push(b'}');
+            bytes::Bytes::from(out)
+        } else {
+            wire
+        };
+        if wire.len() > limits.entry_bytes {
+            return None;
+        }
+        Some(Entry {
+            wire,
+            idempotent: true,
+            kind,
+        })
+    }
+
     /// The entry's JSON, as it goes into the batch body.
     pub fn wire(&self) -> &bytes::Bytes {
         &self.wire

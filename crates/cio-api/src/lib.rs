@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`Operation`] | every Track write in one type; its canonical form is the v2 entry JSON |
 //! | [`validate`] | [`Limits`] and [`ValidationError`]: sizes measured on the bytes sent |
+//! | [`encode`], [`raw`] | v2 entries checked and encoded once; a line's own bytes reused when they are already what is sent |
 //! | [`TrackClient`] | Track v1, one request per operation (`PUT /customers/{id}`, ...) |
 //! | [`BatchClient`] | Track v2 `/batch`, answered per entry (a 207 maps back to the exact entries) |
 //! | [`AppClient`] | App API: transactional messages, broadcast triggers |
@@ -44,6 +45,7 @@ mod layers;
 pub mod limits;
 pub mod operation;
 pub mod pipelines;
+pub mod raw;
 mod region;
 pub mod size;
 pub mod stack;

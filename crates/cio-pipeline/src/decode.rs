@@ -1,5 +1,7 @@
 //! [`Decode`]: the step from a message's bytes to the item a service takes.
 
+use bytes::Bytes;
+
 use crate::source::Position;
 
 /// Turns a payload into the item the service takes. A failure sends the message to the
@@ -24,6 +26,16 @@ pub trait Decode: Send + Sync + 'static {
 
     /// Decodes one payload found at `position`.
     fn decode(&self, payload: &[u8], position: &Position) -> Result<Self::Item, DecodeError>;
+
+    /// Decodes one payload given as the source's own buffer, which an item may keep instead of
+    /// copying (the processor calls this one). By default, [`Decode::decode`].
+    fn decode_bytes(
+        &self,
+        payload: &Bytes,
+        position: &Position,
+    ) -> Result<Self::Item, DecodeError> {
+        self.decode(payload, position)
+    }
 }
 
 impl<F, T> Decode for F

@@ -273,7 +273,7 @@ fn decode<A, D: Decode>(decoder: &D, chunk: Vec<Undecoded<A>>) -> Vec<Read<A, D:
                     payload.len()
                 )),
                 None => decoder
-                    .decode(&payload, &position)
+                    .decode_bytes(&payload, &position)
                     .map_err(|e| e.reason().to_owned()),
             };
             Read {
