@@ -479,3 +479,53 @@ async fn a_deadline_passing_in_readiness_fails_one_message_and_the_run_goes_on()
     );
     assert_eq!(acks.acked().len(), 6);
 }
+
+/// A source whose acks wait (a broker round trip, like Redis's XACK) and fail for odd numbers:
+/// it has no `ack_now`, so every ack goes through its future.
+struct SlowAcks(MemorySource);
+
+struct SlowAck(crate::source::MemoryAck, bool);
+
+impl crate::source::Acknowledge for SlowAck {
+    async fn ack(self) -> Result<(), crate::source::AckError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if self.1 {
+            return Err(crate::source::AckError::new("broker said no"));
+        }
+        self.0.ack().await
+    }
+
+    async fn nack(self) -> Result<(), crate::source::AckError> {
+        self.0.nack().await
+    }
+}
+
+impl Source for SlowAcks {
+    type Ack = SlowAck;
+
+    async fn next(&mut self) -> Result<Option<Message<SlowAck>>, SourceError> {
+        Ok(self.0.next().await?.map(|m| {
+            let odd = m.payload.last().is_some_and(|d| d % 2 == 1);
+            Message::new(m.payload, m.position, SlowAck(m.ack, odd))
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_that_wait_are_awaited_and_their_failures_counted() {
+    let source = numbers(200);
+    let acks = source.ack_log();
+    let service = tower::service_fn(|_: u32| async { Ok::<_, Infallible>(()) });
+    let report = Processor::new(SlowAcks(source), parse, service, InMemory::new())
+        .max_in_flight(32)
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!(
+        (report.read, report.delivered, report.ack_errors),
+        (200, 200, 100)
+    );
+    assert!(report.is_balanced(), "{report:?}");
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..200).step_by(2).collect::<Vec<_>>());
+}

@@ -153,12 +153,16 @@ pub struct ChannelAck {
 }
 
 impl Acknowledge for ChannelAck {
-    async fn ack(mut self) -> Result<(), AckError> {
+    async fn ack(self) -> Result<(), AckError> {
+        self.ack_now().unwrap_or(Ok(()))
+    }
+
+    fn ack_now(mut self) -> Result<Result<(), AckError>, Self> {
         if let Some(r) = self.receipt.take() {
             // The producer may have stopped waiting; that is its choice.
             let _ = r.send(Settlement::Acked);
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn nack(mut self) -> Result<(), AckError> {

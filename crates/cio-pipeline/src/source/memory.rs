@@ -148,11 +148,15 @@ impl MemoryAck {
 }
 
 impl Acknowledge for MemoryAck {
-    async fn ack(mut self) -> Result<(), AckError> {
+    async fn ack(self) -> Result<(), AckError> {
+        self.ack_now().unwrap_or(Ok(()))
+    }
+
+    fn ack_now(mut self) -> Result<Result<(), AckError>, Self> {
         if let Some(log) = self.log.take() {
             log.lock().acked.push(self.index);
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn nack(mut self) -> Result<(), AckError> {

@@ -123,6 +123,17 @@ pub trait Acknowledge: Send + 'static {
     /// The message was not processed: the source should deliver it again (for a file: after a
     /// restart, from the checkpoint; for a broker: after its redelivery delay).
     fn nack(self) -> impl Future<Output = Result<(), AckError>> + Send;
+
+    /// Acks at once when that needs no waiting (no I/O): `Ok` with what [`ack`](Self::ack)
+    /// would give, or the handle back to be acked with `ack().await`. The processor settles
+    /// most messages this way, without a future of their own for the ack. The default gives
+    /// the handle back.
+    fn ack_now(self) -> Result<Result<(), AckError>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 /// How many messages of a source's input are not acknowledged yet: its consumer lag, the

@@ -108,6 +108,10 @@ impl std::fmt::Debug for FileAck {
 
 impl Acknowledge for FileAck {
     fn ack(self) -> impl std::future::Future<Output = Result<(), AckError>> + Send {
+        std::future::ready(self.ack_now().unwrap_or(Ok(())))
+    }
+
+    fn ack_now(self) -> Result<Result<(), AckError>, Self> {
         self.shared.settle(self.file, self.start, self.end);
         let n = self
             .shared
@@ -117,7 +121,7 @@ impl Acknowledge for FileAck {
         if n >= self.shared.every || self.shared.window_waiting.load(Ordering::Acquire) {
             self.shared.wake.notify_one();
         }
-        std::future::ready(Ok(()))
+        Ok(Ok(()))
     }
 
     fn nack(self) -> impl std::future::Future<Output = Result<(), AckError>> + Send {

@@ -53,6 +53,10 @@ impl std::fmt::Debug for KafkaAck {
 impl Acknowledge for KafkaAck {
     /// Never fails: the commit itself happens later, on the committer's schedule.
     fn ack(self) -> impl Future<Output = Result<(), AckError>> + Send {
+        ready(self.ack_now().unwrap_or(Ok(())))
+    }
+
+    fn ack_now(self) -> Result<Result<(), AckError>, Self> {
         let applied = self.partitions.ack(
             &self.topic,
             self.partition,
@@ -64,7 +68,7 @@ impl Acknowledge for KafkaAck {
             tracing::debug!(topic = %self.topic, partition = self.partition, offset = self.offset(),
                 "ack after the partition was revoked; the next owner reads the record again");
         }
-        ready(Ok(()))
+        Ok(Ok(()))
     }
 
     fn nack(self) -> impl Future<Output = Result<(), AckError>> + Send {
