@@ -245,3 +245,35 @@ fn mutated_lines_never_get_past_it_wrongly() {
     }
     assert!(vouched > 1_000, "only {vouched} mutants vouched for");
 }
+
+#[test]
+fn a_batch_the_client_wrote_splits_into_the_entries_it_vouches_for() {
+    let limits = Limits::default();
+    let entries: Vec<Entry> = GOOD
+        .iter()
+        .map(|line| full(line.as_bytes(), &limits).unwrap())
+        .collect();
+    let batch = crate::encode::PreparedBatch::from_entries(&entries);
+    let split = vouch_batch(batch.body(), &limits).expect("the client's own body");
+    assert_eq!(split.len(), entries.len());
+    for ((text, vouched), entry) in split.iter().zip(&entries) {
+        assert_eq!(text.as_bytes(), &entry.wire()[..]);
+        assert_eq!(Some(*vouched), vouch(text.as_bytes(), &limits));
+    }
+    assert_eq!(
+        vouch_batch(br#"{"batch":[]}"#, &limits).map(|v| v.len()),
+        Some(0)
+    );
+    // One entry the full path must judge, or any other shape: the whole body goes the full way.
+    for body in [
+        format!(r#"{{"batch":[{},{}]}}"#, GOOD[0], NOT_VOUCHED[0]),
+        format!(r#"{{"batch":[{},{}]}}"#, GOOD[0], BAD[0]),
+        format!(r#"{{"batch": [{}]}}"#, GOOD[0]),
+        format!(r#"{{"batch":[{}]}} "#, GOOD[0]),
+        format!(r#"{{"batch":[{},]}}"#, GOOD[0]),
+        format!(r#"{{"batch":[{}],"x":1}}"#, GOOD[0]),
+        format!(r#"{{"batch":[{}{}]}}"#, GOOD[0], GOOD[1]),
+    ] {
+        assert!(vouch_batch(body.as_bytes(), &limits).is_none(), "{body}");
+    }
+}
