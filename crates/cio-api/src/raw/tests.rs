@@ -277,3 +277,23 @@ fn a_batch_the_client_wrote_splits_into_the_entries_it_vouches_for() {
         assert!(vouch_batch(body.as_bytes(), &limits).is_none(), "{body}");
     }
 }
+
+#[test]
+fn the_plain_run_ends_at_the_first_quote_backslash_or_control_character() {
+    let mut rng = SmallRng::seed_from_u64(7);
+    for _ in 0..20_000 {
+        let len = rng.gen_range(0..40);
+        let b: Vec<u8> = (0..len)
+            .map(|_| match rng.gen_range(0..10) {
+                0 => *[
+                    b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff,
+                ]
+                .get(rng.gen_range(0..11))
+                .unwrap(),
+                _ => rng.gen_range(0x20..=0xff),
+            })
+            .collect();
+        let expected = b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        assert_eq!(super::plain_prefix(&b), expected, "{b:?}");
+    }
+}
