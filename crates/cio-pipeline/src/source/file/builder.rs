@@ -208,7 +208,7 @@ impl FileSourceBuilder {
             reader: None,
             pos: 0,
             line: 0,
-            buf: Vec::with_capacity(1024),
+            buf: bytes::BytesMut::new(),
             consumed: 0,
             follow: self.follow,
             poll_interval: self.poll_interval,

@@ -1,5 +1,6 @@
 //! Reading one line with a bound on the memory it takes.
 
+use bytes::BytesMut;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// Appends the rest of the current line to `buf`, keeping at most `max + 1` bytes of it (so a
@@ -10,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 /// which belong to the caller, so an interrupted call is completed by the next one.
 pub(super) async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
     reader: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     consumed: &mut u64,
     max: usize,
 ) -> std::io::Result<bool> {
@@ -41,7 +42,7 @@ mod tests {
     async fn long_lines_are_cut_but_fully_consumed() {
         let input = b"short\nthis one is far too long\nok".to_vec();
         let mut r = tokio::io::BufReader::with_capacity(4, &input[..]);
-        let (mut buf, mut consumed) = (Vec::new(), 0u64);
+        let (mut buf, mut consumed) = (BytesMut::new(), 0u64);
         assert!(read_line(&mut r, &mut buf, &mut consumed, 8).await.unwrap());
         assert_eq!((&buf[..], consumed), (&b"short\n"[..], 6));
         buf.clear();

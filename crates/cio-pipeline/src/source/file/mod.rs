@@ -63,7 +63,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use tokio::io::{AsyncBufRead, AsyncSeekExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -77,6 +77,10 @@ use ack::{Persisted, Shared};
 pub use builder::FileSourceBuilder;
 
 const READ_BUFFER: usize = 64 * 1024;
+/// Bytes of line text allocated at a time. A block is freed when its last line is dropped:
+/// lines settle about in the order read, so a few blocks are held; at worst (one slow line in
+/// each) the blocks held are bounded by the messages in flight times this size.
+const LINE_BLOCK: usize = 16 * 1024;
 
 pub(super) fn checkpoint_error(path: Option<&Path>, e: CheckpointError) -> SourceError {
     SourceError::Checkpoint {
@@ -117,7 +121,10 @@ pub struct FileSource {
     pos: u64,
     line: u64,
     /// The line being read (at most `max_line + 1` bytes kept) and the bytes it took so far.
-    buf: Vec<u8>,
+    /// Lines are cut from one block of [`LINE_BLOCK`] bytes after another and handed out as
+    /// views of it: no allocation per line, and a payload's clones (the dead letter's copy)
+    /// only count references.
+    buf: BytesMut,
     consumed: u64,
     follow: bool,
     poll_interval: Duration,
@@ -275,11 +282,10 @@ impl FileSource {
         if oversize.is_some() {
             self.buf.truncate(self.max_line);
         } else {
-            if self.buf.last() == Some(&b'\n') {
-                self.buf.pop();
-            }
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
+            for end in [b'\n', b'\r'] {
+                if self.buf.last() == Some(&end) {
+                    self.buf.truncate(self.buf.len() - 1);
+                }
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 self.buf.clear();
@@ -287,8 +293,11 @@ impl FileSource {
                 return None;
             }
         }
-        let payload = Bytes::copy_from_slice(&self.buf);
-        self.buf.clear();
+        let payload = self.buf.split().freeze();
+        // A new block once this one has no room for a typical line (a longer one grows it).
+        if self.buf.capacity() < LINE_BLOCK / 16 {
+            self.buf.reserve(LINE_BLOCK);
+        }
         Some(Message {
             payload,
             position: Position::Line {
