@@ -100,10 +100,10 @@ pub fn vouch<'a>(entry: &'a [u8], limits: &Limits) -> Option<Vouched<'a>> {
 /// ```
 /// use cio_api::{raw::vouch_batch, Limits};
 ///
-/// let body = br#"{"batch":[{"type":"person","identifiers":{"id":"1"},"action":"identify"},{"type":"person","identifiers":{"id":"2"},"action":"delete"}]}"#;
+/// let body = br#"{"batch":[{"type":"person","identifiers":{"id":"1"},"action":"identify","attributes":{"plan":"pro"}},{"type":"person","identifiers":{"id":"2"},"action":"event","name":"signup","id":"e1"}]}"#;
 /// let entries = vouch_batch(body, &Limits::default()).unwrap();
 /// assert_eq!(entries.len(), 2);
-/// assert_eq!(entries[1].1.kind, "delete");
+/// assert_eq!((entries[1].1.kind, entries[1].1.event_id), ("event", Some("e1")));
 /// assert!(vouch_batch(br#"{"batch": []}"#, &Limits::default()).is_none());
 /// ```
 pub fn vouch_batch<'a>(body: &'a [u8], limits: &Limits) -> Option<Vec<(&'a str, Vouched<'a>)>> {
