@@ -55,6 +55,7 @@ use cio_layers::metrics::{MetricsHandle, MetricsLayer};
 use cio_layers::rate_limit::{LocalBackend, Quota, RateLimitBackend, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryHandle, RetryLayer};
 use tower::util::{BoxCloneService, BoxCloneSyncService};
+use tower::Layer;
 use tower::ServiceBuilder;
 
 use crate::encode::{Entry, PreparedBatch};
@@ -120,11 +121,20 @@ pub type StackService = BoxCloneSyncService<Operation, (), StackError>;
 /// decoder makes them): nothing checks or serializes them again.
 pub type EntryService = BoxCloneSyncService<Entry, (), StackError>;
 
+/// The stack as one cloneable service of chunks of entries (up to [`CHUNK_ENTRIES`] per call),
+/// answered with each entry's own outcome, in order: the same batches as [`EntryService`], with
+/// one queue message and one answer per chunk instead of per entry.
+pub type ChunkService = BoxCloneSyncService<Vec<Entry>, Vec<Result<(), StackError>>, StackError>;
+
+/// The most entries one call of a [`ChunkService`] takes.
+pub const CHUNK_ENTRIES: usize = 64;
+
 /// A built stack: the service, and handles to flush it and to read its state.
 #[derive(Clone)]
 pub struct BatchedStack {
     service: StackService,
     entries: EntryService,
+    chunks: ChunkService,
     batch: BatchHandle,
     metrics: MetricsHandle,
     attempts: MetricsHandle,
@@ -199,9 +209,13 @@ impl BatchedStack {
                 (BoxCloneService::new(svc), Some(controller))
             }
         };
-        let batch = BatchLayer::new(config.batch);
-        let batch_handle = batch.handle();
-        let entries = BoxCloneSyncService::new(ServiceBuilder::new().layer(batch).service(inner));
+        let batch_layer = BatchLayer::new(config.batch);
+        let batch_handle = batch_layer.handle();
+        let batch = batch_layer.layer(inner);
+        let chunk =
+            std::num::NonZeroUsize::new(CHUNK_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
+        let chunks = BoxCloneSyncService::new(batch.chunks(chunk));
+        let entries = BoxCloneSyncService::new(batch);
         let service = BoxCloneSyncService::new(EncodeFirst {
             inner: entries.clone(),
             limits: Arc::new(limits),
@@ -209,6 +223,7 @@ impl BatchedStack {
         Ok(BatchedStack {
             service,
             entries,
+            chunks,
             batch: batch_handle,
             metrics: metrics_handle,
             attempts: attempts_handle,
@@ -239,6 +254,12 @@ impl BatchedStack {
         self.entries.clone()
     }
 
+    /// The same stack for chunks of [`Entry`]s (up to [`CHUNK_ENTRIES`] per call): what a
+    /// pipeline that decodes its input in chunks hands over.
+    pub fn entry_chunks(&self) -> ChunkService {
+        self.chunks.clone()
+    }
+
     /// Per-request metrics (one request carries a batch).
     pub fn metrics(&self) -> &MetricsHandle {
         &self.metrics
@@ -247,6 +268,12 @@ impl BatchedStack {
     /// The adaptive concurrency controller, when the limit is adaptive.
     pub fn concurrency(&self) -> Option<&AdaptiveController> {
         self.concurrency.as_ref()
+    }
+
+    /// Starts [`close`](Self::close) and returns at once: what is batched goes out now,
+    /// without waiting for the linger (the input ended), and nothing more is accepted.
+    pub fn close_now(&self) {
+        self.batch.close_now();
     }
 
     /// Stops accepting operations, flushes what is batched and waits for every answer.

@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cio_api::stack::{BatchedStack, Concurrency, StackConfig, UnbatchedStack};
+use cio_api::stack::{BatchedStack, Concurrency, StackConfig, UnbatchedStack, CHUNK_ENTRIES};
 use cio_api::{BatchClient, ClientOptions, Limits, Region, TrackClient, TrackCredentials};
 use cio_layers::batch::BatchConfig;
 use cio_layers::concurrency::{AdaptiveConfig, AdaptiveController};
@@ -15,6 +15,7 @@ use cio_layers::retry::{RetryConfig, RetryHandle, RetryStatus};
 use cio_layers::ByError;
 use cio_pipeline::cio::{EntryDecoder, OperationDecoder};
 use cio_pipeline::dead_letter::DeadLetterSink;
+use cio_pipeline::processor::{Chunks, Handoff, PerItem};
 use cio_pipeline::{Processor, Progress, Report, Source};
 use tokio_util::sync::CancellationToken;
 
@@ -302,11 +303,16 @@ impl Delivery {
                 let report = process(
                     source,
                     decoder,
-                    stack.entries(),
+                    Chunks::new(stack.entry_chunks(), CHUNK_ENTRIES),
                     dead_letters,
                     settings,
                     progress,
                     shutdown,
+                    {
+                        // The last batch goes out at once, not after its linger.
+                        let stack = stack.clone();
+                        move || stack.close_now()
+                    },
                 )
                 .await;
                 if stopped.is_cancelled() {
@@ -331,11 +337,12 @@ impl Delivery {
                 process(
                     source,
                     decoder,
-                    stack.service(),
+                    PerItem(stack.service()),
                     dead_letters,
                     settings,
                     progress,
                     shutdown,
+                    || {},
                 )
                 .await
             }
@@ -423,32 +430,33 @@ fn group_thousands(n: u64) -> String {
     out
 }
 
-/// One run of the processor over `service`, whichever path it is: lines decoded by `decoder`
-/// into what `service` takes (v2 entries encoded once for batches, operations for v1).
+/// One run of the processor over `handoff`, whichever path it is: lines decoded by `decoder`
+/// into what it takes (chunks of v2 entries encoded once for batches, operations for v1).
+/// `input_ends` runs when the input has ended and everything was handed over.
 #[allow(clippy::too_many_arguments)]
-async fn process<S, D, Svc, L>(
+async fn process<S, D, H, L>(
     source: S,
     decoder: D,
-    service: Svc,
+    handoff: H,
     dead_letters: L,
     settings: &DeliverySettings,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
+    input_ends: impl FnOnce() + Send + 'static,
 ) -> Report
 where
     S: Source + 'static,
     L: DeadLetterSink,
     D: cio_pipeline::Decode,
-    Svc: tower::Service<D::Item> + Send,
-    Svc::Future: Send + 'static,
-    Svc::Response: Send + 'static,
-    Svc::Error: std::fmt::Display + cio_layers::ClassifyError + Send + 'static,
+    H: Handoff<D::Item>,
+    H::Error: cio_layers::ClassifyError,
 {
-    Processor::new(source, decoder, service, dead_letters)
+    Processor::with_handoff(source, decoder, handoff, dead_letters)
         .max_in_flight(settings.max_in_flight)
         .drain_deadline(settings.drain_deadline)
         .with_progress(progress)
         .classify_errors(ByError)
+        .when_input_ends(input_ends)
         .run(shutdown)
         .await
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use cio_layers::batch::{Batch, BatchConfig, BatchError, BatchLayer, ResponseFuture, Weigh};
+use cio_layers::batch::{
+    Batch, BatchChunks, BatchConfig, BatchError, BatchLayer, ChunkFuture, ResponseFuture, Weigh,
+};
 use cio_layers::BoxError;
 use tokio::time::{advance, timeout, Instant};
 use tower::{Layer, Service, ServiceExt};
@@ -674,20 +676,26 @@ fn errors_say_what_happened() {
     assert!(mismatch.to_string().contains("2 outcomes for a batch of 3"));
 }
 
-#[test]
-fn a_worker_stopped_by_its_runtime_shutting_down_fails_its_callers_instead_of_hanging() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    };
-    let first = runtime();
-    let recorder = Recorder {
+/// A runtime of its own, with paused time, for tests that drop one with work in it.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// An inner service that answers each batch only after an hour.
+fn stuck_recorder() -> Recorder {
+    Recorder {
         delay: Duration::from_secs(3_600),
         ..Recorder::default()
-    };
+    }
+}
+
+#[test]
+fn a_worker_stopped_by_its_runtime_shutting_down_fails_its_callers_instead_of_hanging() {
+    let (first, recorder) = (paused_runtime(), stuck_recorder());
     let (mut svc, in_flight, queued) = first.block_on(async {
         let mut svc = Batch::new(recorder.clone(), config(1, usize::MAX, 10, 10));
         let in_flight = submit(&mut svc, entry(0)).await;
@@ -697,7 +705,7 @@ fn a_worker_stopped_by_its_runtime_shutting_down_fails_its_callers_instead_of_ha
     });
     drop(first); // the worker task is dropped with a batch in flight and one waiting
 
-    let second = runtime();
+    let second = paused_runtime();
     second.block_on(async {
         for outcome in outcomes(vec![in_flight, queued]).await {
             assert_worker_failed(&outcome, "stopped before it finished");
@@ -706,5 +714,188 @@ fn a_worker_stopped_by_its_runtime_shutting_down_fails_its_callers_instead_of_ha
             .await
             .expect("hangs");
         assert!(matches!(later, Err(BatchError::WorkerFailed(_))));
+    });
+}
+
+// ---- Chunks: many items per call, the same worker and batches ----
+
+type Chunks = BatchChunks<Recorder, Entry>;
+
+fn chunks_of(svc: &Svc, max: usize) -> Chunks {
+    svc.chunks(NonZeroUsize::new(max).unwrap())
+}
+
+/// Reserves a chunk's slots and hands the chunk over, without letting the worker run between.
+async fn submit_chunk(chunks: &mut Chunks, ids: &[u32]) -> ChunkFuture<u32, String, String> {
+    chunks
+        .ready()
+        .await
+        .expect("free slots")
+        .call(ids.iter().map(|&id| entry(id)).collect())
+}
+
+async fn chunk_outcomes(future: ChunkFuture<u32, String, String>) -> Vec<Outcome> {
+    timeout(Duration::from_secs(60), future)
+        .await
+        .expect("a chunk's caller hangs")
+        .expect("the chunk was accepted")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_straddling_batches_gets_every_items_own_outcome_in_order() {
+    let recorder = Recorder::default();
+    let mut svc = Batch::new(recorder.clone(), config(5, usize::MAX, 10, 100));
+    let handle = svc.handle();
+    let mut chunks = chunks_of(&svc, 8);
+    let first = submit_chunk(&mut chunks, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
+    let single = submit(&mut svc, entry(8)).await;
+    let second = submit_chunk(&mut chunks, &[9, 10, 11, 12]).await;
+    handle.close().await;
+
+    assert_eq!(
+        recorder.batches(),
+        vec![vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9], vec![10, 11, 12]],
+        "chunks and single items share batches, in the order handed over"
+    );
+    assert_item_outcomes(&[0, 1, 2, 3, 4, 5, 6, 7], &chunk_outcomes(first).await);
+    assert_eq!(outcomes(vec![single]).await, vec![Ok(80)]);
+    assert_item_outcomes(&[9, 10, 11, 12], &chunk_outcomes(second).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heavy_item_in_a_chunk_is_refused_alone_and_every_slot_comes_back() {
+    let recorder = Recorder::default();
+    let svc = Batch::new(recorder.clone(), config(100, 10, 10, 3));
+    let mut chunks = chunks_of(&svc, 3);
+    let heavy = chunks.ready().await.expect("slots").call(vec![
+        entry(0),
+        Entry { id: 2, weight: 11 },
+        entry(4),
+    ]);
+    let got = chunk_outcomes(heavy).await;
+    assert_eq!(got[0], Ok(0));
+    assert!(matches!(
+        got[1],
+        Err(BatchError::TooHeavy {
+            weight: 11,
+            max: 10
+        })
+    ));
+    assert_eq!(got[2], Ok(40));
+    // All three slots are free again: a chunk of three goes through, then one of nothing.
+    let next = submit_chunk(&mut chunks, &[6, 7, 8]).await;
+    assert_item_outcomes(&[6, 7, 8], &chunk_outcomes(next).await);
+    assert_eq!(
+        chunk_outcomes(submit_chunk(&mut chunks, &[]).await).await,
+        vec![]
+    );
+    assert_eq!(recorder.batches(), vec![vec![0, 4], vec![6, 7, 8]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_waits_for_free_slots_and_is_refused_when_too_large_or_not_ready() {
+    let recorder = Recorder {
+        delay: Duration::from_millis(100),
+        ..Recorder::default()
+    };
+    let mut svc = Batch::new(recorder.clone(), config(2, usize::MAX, 10, 5));
+    let mut chunks = chunks_of(&svc, 4);
+    assert_eq!(chunks.max_chunk(), 4);
+    assert_eq!(
+        chunks_of(&svc, 64).max_chunk(),
+        5,
+        "a chunk never needs more slots than the queue has"
+    );
+    assert!(matches!(
+        chunks.call(vec![entry(0)]).await,
+        Err(BatchError::NotReady)
+    ));
+    // Two items hold two of five slots until their batch is handed over: a chunk service that
+    // reserves four must wait.
+    let a = submit(&mut svc, entry(0)).await;
+    let b = submit(&mut svc, entry(2)).await;
+    let c = submit(&mut svc, entry(4)).await;
+    let mut waiting = chunks.clone();
+    assert!(
+        futures_util::poll!(Box::pin(waiting.ready())).is_pending(),
+        "3 of 5 slots taken: no room for 4"
+    );
+    let ready = timeout(Duration::from_secs(60), waiting.ready())
+        .await
+        .expect("slots come back once batches are handed over")
+        .is_ok();
+    assert!(ready);
+    let too_large = waiting.call((0..5).map(entry).collect());
+    assert!(matches!(
+        too_large.await,
+        Err(BatchError::ChunkTooLarge { items: 5, max: 4 })
+    ));
+    assert_eq!(outcomes(vec![a, b, c]).await, vec![Ok(0), Ok(20), Ok(40)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_chunk_sends_none_of_its_items_not_yet_handed_over() {
+    let recorder = Recorder::default();
+    let svc = Batch::new(recorder.clone(), config(4, usize::MAX, 10, 100));
+    let handle = svc.handle();
+    let mut chunks = chunks_of(&svc, 8);
+    let kept = submit_chunk(&mut chunks, &[0, 2]).await;
+    let dropped = submit_chunk(&mut chunks, &[4, 6, 8, 10, 12]).await;
+    // The worker fills [0, 2, 4, 6] and sends it; 8, 10, 12 wait in the open batch.
+    settle().await;
+    drop(dropped);
+    let after = submit_chunk(&mut chunks, &[14]).await;
+    handle.close().await;
+    assert_eq!(recorder.batches(), vec![vec![0, 2, 4, 6], vec![14]]);
+    assert_eq!(chunk_outcomes(kept).await, vec![Ok(0), Ok(20)]);
+    assert_eq!(chunk_outcomes(after).await, vec![Ok(140)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_or_worker_answers_every_item_of_a_chunk() {
+    let recorder = Recorder {
+        panics: Panics::InCall,
+        ..Recorder::default()
+    };
+    let svc = Batch::new(recorder.clone(), config(2, usize::MAX, 10, 100));
+    let mut chunks = chunks_of(&svc, 8);
+    // [0, REJECT_BATCH] fails as a batch; [2, 4] succeeds; [PANIC, 6] panics the worker; the
+    // rest is refused with the failure.
+    let got = chunk_outcomes(submit_chunk(&mut chunks, &[0, REJECT_BATCH, 2, 4]).await).await;
+    assert!(matches!(&got[0], Err(BatchError::Batch(e)) if e.as_str() == "batch rejected"));
+    assert!(matches!(&got[1], Err(BatchError::Batch(_))));
+    assert_eq!(got[2..], [Ok(20), Ok(40)]);
+    let got = chunk_outcomes(submit_chunk(&mut chunks, &[PANIC, 6, 8, 10, 12]).await).await;
+    assert_eq!(got.len(), 5);
+    for outcome in &got {
+        assert_worker_failed(outcome, "panicked in call");
+    }
+    let later = timeout(Duration::from_secs(60), chunks.ready())
+        .await
+        .expect("hangs");
+    assert!(matches!(later, Err(BatchError::WorkerFailed(_))));
+}
+
+#[test]
+// The chunk's future is carried out of its runtime on purpose, to be awaited in another.
+#[allow(clippy::async_yields_async)]
+fn a_chunk_whose_worker_was_stopped_by_its_runtime_is_answered_not_left_hanging() {
+    let (first, recorder) = (paused_runtime(), stuck_recorder());
+    let future = first.block_on(async {
+        let svc = Batch::new(recorder.clone(), config(2, usize::MAX, 10, 10));
+        let mut chunks = chunks_of(&svc, 5);
+        // [0, 2] in flight, [4, 6] and 8 waiting in the worker.
+        let future = submit_chunk(&mut chunks, &[0, 2, 4, 6, 8]).await;
+        settle().await;
+        future
+    });
+    drop(first);
+
+    paused_runtime().block_on(async {
+        let got = chunk_outcomes(future).await;
+        assert_eq!(got.len(), 5);
+        for outcome in &got {
+            assert_worker_failed(outcome, "stopped before it finished");
+        }
     });
 }

@@ -52,6 +52,15 @@ pub enum BatchError<IE, E> {
     /// not sent.
     #[error("call() without a successful poll_ready(); the item was not sent")]
     NotReady,
+    /// A chunk of more items than the chunk service reserved slots for
+    /// ([`Batch::chunks`](super::Batch::chunks)); none of them was sent.
+    #[error("a chunk of {items} items, more than the {max} one call may take; none was sent")]
+    ChunkTooLarge {
+        /// The number of items in the chunk.
+        items: usize,
+        /// The most one call takes.
+        max: usize,
+    },
 }
 
 /// Per-item and whole-batch errors are judged by their own classification; the layer's own
@@ -66,7 +75,8 @@ impl<IE: ClassifyError, E: ClassifyError> ClassifyError for BatchError<IE, E> {
             | BatchError::OutcomeMismatch { .. }
             | BatchError::Closed
             | BatchError::WorkerFailed(_)
-            | BatchError::NotReady => Failure::PERMANENT,
+            | BatchError::NotReady
+            | BatchError::ChunkTooLarge { .. } => Failure::PERMANENT,
         }
     }
 }

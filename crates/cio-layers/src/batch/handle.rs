@@ -1,9 +1,10 @@
 //! The state a batch worker shares with its callers, and the handle that closes it.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{ready, Context, Poll};
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 
 use super::BatchError;
 
@@ -16,6 +17,8 @@ pub(crate) struct Shared {
     failure: OnceLock<String>,
     /// The queue slots (see `BatchConfig::queue_capacity`).
     pub(crate) slots: Arc<Semaphore>,
+    /// How many slots there are in all.
+    pub(crate) capacity: usize,
     /// Cancelled to ask the worker to stop accepting, flush and exit.
     pub(crate) close: CancellationToken,
     /// Cancelled when the worker is gone, after it answered every item it accepted.
@@ -24,9 +27,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(queue_capacity: usize) -> Self {
+        let capacity = queue_capacity.min(Semaphore::MAX_PERMITS);
         Shared {
             failure: OnceLock::new(),
-            slots: Arc::new(Semaphore::new(queue_capacity.min(Semaphore::MAX_PERMITS))),
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
             close: CancellationToken::new(),
             finished: CancellationToken::new(),
         }
@@ -57,6 +62,60 @@ impl Shared {
         self.failure
             .get()
             .map(|reason| BatchError::WorkerFailed(reason.clone()))
+    }
+}
+
+/// A caller's queue slots: reserved in `poll_ready`, spent in `call`.
+pub(crate) struct Reservation {
+    slots: PollSemaphore,
+    pub(crate) held: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        Reservation {
+            slots: PollSemaphore::new(Arc::clone(&shared.slots)),
+            held: None,
+        }
+    }
+
+    /// Free slots in the queue now.
+    pub(crate) fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Reserves `wanted` slots (once; `Ready` at once while they are held). Fails with the
+    /// worker's failure once it failed, or [`BatchError::Closed`] once closed.
+    pub(crate) fn poll_reserve<IE, E>(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+        wanted: u32,
+    ) -> Poll<Result<(), BatchError<IE, E>>> {
+        if let Some(error) = shared.failure_error() {
+            self.held = None;
+            return Poll::Ready(Err(error));
+        }
+        if self.held.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.slots.poll_acquire_many(cx, wanted)) {
+            Some(slots) => {
+                self.held = Some(slots);
+                Poll::Ready(Ok(()))
+            }
+            None => Poll::Ready(Err(shared.closed_error())),
+        }
+    }
+}
+
+impl Clone for Reservation {
+    /// A clone shares the queue but not the slots held.
+    fn clone(&self) -> Self {
+        Reservation {
+            slots: self.slots.clone(),
+            held: None,
+        }
     }
 }
 
@@ -98,6 +157,20 @@ impl BatchHandle {
     ///
     /// Waits as long as the inner service takes: wrap it in a timeout to bound shutdown.
     pub async fn close(&self) {
+        for worker in &self.request_close() {
+            worker.finished.cancelled().await;
+        }
+    }
+
+    /// Starts the [`close`](Self::close) and returns at once: no further item is accepted, and
+    /// what is queued or in the open batch goes to the inner service now, without waiting for
+    /// `max_linger`. For a caller whose input has ended (a pipeline at the end of its file), so
+    /// that the last batch does not wait for more items that cannot come.
+    pub fn close_now(&self) {
+        self.request_close();
+    }
+
+    fn request_close(&self) -> Vec<Arc<Shared>> {
         let workers = {
             let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
             registry.closed = true;
@@ -106,9 +179,7 @@ impl BatchHandle {
         for worker in &workers {
             worker.request_close();
         }
-        for worker in &workers {
-            worker.finished.cancelled().await;
-        }
+        workers
     }
 
     /// Whether every worker this handle covers has finished (after a close, a failure, or the

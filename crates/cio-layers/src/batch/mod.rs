@@ -6,6 +6,12 @@
 //!  caller ◄────────────── its own item's outcome (oneshot) ◄──────────────── BatchOutcomes
 //! ```
 //!
+//! A caller that has items by the dozen takes [`Batch::chunks`] instead: a [`BatchChunks`], a
+//! `Service<Vec<T>>` that hands a whole chunk to the same worker in one message and answers
+//! every item's own outcome from one [`ChunkFuture`]. Batches, limits and outcomes are the
+//! same; a chunk may straddle two batches. Its `poll_ready` reserves a chunk's worth of slots,
+//! and a chunk larger than that is refused ([`BatchError::ChunkTooLarge`]).
+//!
 //! # Flushing
 //!
 //! The worker keeps one open batch and hands it to the inner service when the first of these
@@ -104,6 +110,7 @@
 //! # }
 //! ```
 
+mod chunk;
 mod config;
 mod error;
 mod future;
@@ -113,6 +120,7 @@ mod open_batch;
 mod service;
 mod worker;
 
+pub use chunk::{BatchChunks, ChunkFuture};
 pub use config::BatchConfig;
 pub use error::BatchError;
 pub use future::ResponseFuture;

@@ -1,20 +1,70 @@
-//! The batch being filled, and the count and weight rules that decide when it is full.
+//! The batch being filled, the count and weight rules that decide when it is full, and whom
+//! to answer for its items.
+
+use std::ops::Range;
 
 use tokio::sync::oneshot;
 
+use super::chunk::ChunkRef;
 use super::BatchConfig;
 
-/// An accepted item: its slot is accounted for by the worker from here on.
-pub(crate) struct Accepted<T, A> {
-    pub(crate) item: T,
-    pub(crate) weight: usize,
-    pub(crate) answer: oneshot::Sender<A>,
+/// Whom to answer for one or more consecutive items of a batch.
+pub(crate) enum Reply<A> {
+    /// A single item's caller ([`Batch`](super::Batch)).
+    One(oneshot::Sender<A>),
+    /// A run of items of one chunk ([`BatchChunks`](super::BatchChunks)), at these indices of
+    /// the chunk.
+    Run {
+        chunk: ChunkRef<A>,
+        indices: Range<u32>,
+    },
+}
+
+impl<A> Reply<A> {
+    /// How many items of the batch this reply covers.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Reply::One(_) => 1,
+            Reply::Run { indices, .. } => indices.len(),
+        }
+    }
+
+    /// Whether nobody waits for the outcome any more.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        match self {
+            Reply::One(answer) => answer.is_closed(),
+            Reply::Run { chunk, .. } => chunk.is_abandoned(),
+        }
+    }
+
+    /// Answers this reply's items with the next outcomes.
+    pub(crate) fn answer(self, outcomes: &mut impl Iterator<Item = A>) {
+        match self {
+            Reply::One(answer) => {
+                if let Some(outcome) = outcomes.next() {
+                    let _ = answer.send(outcome);
+                }
+            }
+            Reply::Run { chunk, indices } => chunk.fill(indices, outcomes),
+        }
+    }
+
+    /// Answers every item of this reply with an outcome made by `make`.
+    pub(crate) fn answer_all(self, make: impl FnMut() -> A) {
+        let mut make = make;
+        match self {
+            Reply::One(answer) => {
+                let _ = answer.send(make());
+            }
+            Reply::Run { chunk, indices } => chunk.fill_with(indices, make),
+        }
+    }
 }
 
 /// The batch being filled.
 pub(crate) struct OpenBatch<T, A> {
     items: Vec<T>,
-    answers: Vec<oneshot::Sender<A>>,
+    replies: Vec<Reply<A>>,
     weight: usize,
 }
 
@@ -22,7 +72,7 @@ impl<T, A> OpenBatch<T, A> {
     pub(crate) fn new() -> Self {
         OpenBatch {
             items: Vec::new(),
-            answers: Vec::new(),
+            replies: Vec::new(),
             weight: 0,
         }
     }
@@ -48,17 +98,39 @@ impl<T, A> OpenBatch<T, A> {
             || (!self.is_empty() && self.weight >= config.max_weight)
     }
 
-    pub(crate) fn push(&mut self, accepted: Accepted<T, A>) {
-        self.items.push(accepted.item);
-        self.answers.push(accepted.answer);
-        self.weight += accepted.weight;
+    /// Adds a single caller's item.
+    pub(crate) fn push_one(&mut self, item: T, weight: usize, answer: oneshot::Sender<A>) {
+        self.items.push(item);
+        self.replies.push(Reply::One(answer));
+        self.weight += weight;
     }
 
-    pub(crate) fn take(&mut self) -> (Vec<T>, Vec<oneshot::Sender<A>>) {
+    /// Adds the item at `index` of `chunk`: it extends the last run when that run is the same
+    /// chunk's and ends right before `index`.
+    pub(crate) fn push_part(&mut self, item: T, weight: usize, chunk: &ChunkRef<A>, index: u32) {
+        self.items.push(item);
+        self.weight += weight;
+        if let Some(Reply::Run {
+            chunk: last,
+            indices,
+        }) = self.replies.last_mut()
+        {
+            if indices.end == index && last.same_chunk(chunk) {
+                indices.end += 1;
+                return;
+            }
+        }
+        self.replies.push(Reply::Run {
+            chunk: chunk.clone(),
+            indices: index..index + 1,
+        });
+    }
+
+    pub(crate) fn take(&mut self) -> (Vec<T>, Vec<Reply<A>>) {
         self.weight = 0;
         (
             std::mem::take(&mut self.items),
-            std::mem::take(&mut self.answers),
+            std::mem::take(&mut self.replies),
         )
     }
 }
@@ -79,11 +151,7 @@ mod tests {
 
     fn add(batch: &mut OpenBatch<u32, ()>, weight: usize) {
         let (answer, _) = oneshot::channel();
-        batch.push(Accepted {
-            item: 0,
-            weight,
-            answer,
-        });
+        batch.push_one(0, weight, answer);
     }
 
     #[test]

@@ -2,14 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio_util::sync::PollSemaphore;
+use tokio::sync::{mpsc, oneshot};
 use tower::Service;
 use tracing::Instrument;
 
-use super::handle::Shared;
+use super::handle::{Reservation, Shared};
 use super::worker::{Answer, Message, Worker};
 use super::{BatchConfig, BatchError, BatchHandle, BatchOutcomes, ResponseFuture, Weigh};
 
@@ -25,8 +24,7 @@ where
     S::Response: BatchOutcomes,
 {
     queue: mpsc::UnboundedSender<Message<T, Answer<S, T>>>,
-    slots: PollSemaphore,
-    slot: Option<OwnedSemaphorePermit>,
+    slots: Reservation,
     shared: Arc<Shared>,
     max_weight: usize,
 }
@@ -58,8 +56,7 @@ where
         tokio::spawn(worker.instrument(tracing::debug_span!("batch_worker")));
         Batch {
             queue,
-            slots: PollSemaphore::new(Arc::clone(&shared.slots)),
-            slot: None,
+            slots: Reservation::new(&shared),
             shared,
             max_weight: config.max_weight,
         }
@@ -81,6 +78,14 @@ where
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+
+    pub(crate) fn queue(&self) -> &mpsc::UnboundedSender<Message<T, Answer<S, T>>> {
+        &self.queue
+    }
+
+    pub(crate) fn max_weight(&self) -> usize {
+        self.max_weight
+    }
 }
 
 impl<S, T> Service<T> for Batch<S, T>
@@ -100,26 +105,13 @@ where
     /// Reserves a queue slot; `Pending` while the queue is full. Fails with
     /// [`BatchError::WorkerFailed`] once the worker failed, [`BatchError::Closed`] once closed.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(error) = self.shared.failure_error() {
-            self.slot = None;
-            return Poll::Ready(Err(error));
-        }
-        if self.slot.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match ready!(self.slots.poll_acquire(cx)) {
-            Some(slot) => {
-                self.slot = Some(slot);
-                Poll::Ready(Ok(()))
-            }
-            None => Poll::Ready(Err(self.shared.closed_error())),
-        }
+        self.slots.poll_reserve(&self.shared, cx, 1)
     }
 
     /// Weighs the item and queues it in the slot `poll_ready` reserved. An item heavier than
     /// `max_weight` is refused ([`BatchError::TooHeavy`]) and its slot freed.
     fn call(&mut self, item: T) -> Self::Future {
-        let Some(slot) = self.slot.take() else {
+        let Some(slot) = self.slots.held.take() else {
             return ResponseFuture::refused(BatchError::NotReady);
         };
         let weight = item.weight();
@@ -130,7 +122,7 @@ where
             });
         }
         let (answer, answered) = oneshot::channel();
-        let message = Message {
+        let message = Message::One {
             item,
             weight,
             answer,
@@ -152,7 +144,6 @@ where
         Batch {
             queue: self.queue.clone(),
             slots: self.slots.clone(),
-            slot: None,
             shared: Arc::clone(&self.shared),
             max_weight: self.max_weight,
         }
@@ -167,8 +158,8 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
             .field("max_weight", &self.max_weight)
-            .field("holds_slot", &self.slot.is_some())
-            .field("free_slots", &self.slots.available_permits())
+            .field("holds_slot", &self.slots.held.is_some())
+            .field("free_slots", &self.slots.available())
             .field("shared", &self.shared)
             .finish()
     }

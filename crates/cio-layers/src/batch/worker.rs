@@ -21,9 +21,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{DropGuard, WaitForCancellationFutureOwned};
 use tower::Service;
 
+use super::chunk::ChunkRef;
 use super::future::ItemResult;
 use super::handle::Shared;
-use super::open_batch::{Accepted, OpenBatch};
+use super::open_batch::{OpenBatch, Reply};
 use super::{BatchConfig, BatchError, BatchOutcomes};
 
 /// The answer one caller of `Batch<S, T>` receives.
@@ -33,15 +34,62 @@ pub(crate) type Answer<S, T> = ItemResult<
     <S as Service<Vec<T>>>::Error,
 >;
 
-/// One item on its way from a caller to the worker.
-pub(crate) struct Message<T, A> {
+/// Items on their way from a caller to the worker.
+pub(crate) enum Message<T, A> {
+    /// One item ([`Batch`](super::Batch)).
+    One {
+        item: T,
+        /// Weighed by the caller, once.
+        weight: usize,
+        answer: oneshot::Sender<A>,
+        /// The queue slot the caller reserved in `poll_ready`; held until the item is handed
+        /// to the inner service.
+        slot: OwnedSemaphorePermit,
+    },
+    /// A chunk's items ([`BatchChunks`](super::BatchChunks)), with one slot each.
+    Many {
+        items: Vec<Waiting<T>>,
+        chunk: ChunkRef<A>,
+        slot: OwnedSemaphorePermit,
+    },
+}
+
+/// An item of a chunk, weighed by the caller, with its place in the chunk.
+pub(crate) struct Waiting<T> {
+    pub(crate) index: u32,
     pub(crate) item: T,
-    /// Weighed by the caller, once.
     pub(crate) weight: usize,
-    pub(crate) answer: oneshot::Sender<A>,
-    /// The queue slot the caller reserved in `poll_ready`; held until the item is handed to the
-    /// inner service.
-    pub(crate) slot: OwnedSemaphorePermit,
+}
+
+/// Items accepted but not yet in a batch: the rest of a message whose next item did not fit in
+/// the open batch (it starts the next one).
+struct Held<T, A> {
+    next: Option<Waiting<T>>,
+    rest: std::vec::IntoIter<Waiting<T>>,
+    to: HeldReply<A>,
+}
+
+enum HeldReply<A> {
+    One(Option<oneshot::Sender<A>>),
+    Chunk(ChunkRef<A>),
+}
+
+impl<T, A> Held<T, A> {
+    /// Answers every item still held with an outcome made by `make`.
+    fn answer_all(self, make: impl FnMut() -> A) {
+        let mut make = make;
+        match self.to {
+            HeldReply::One(answer) => {
+                if let Some(answer) = answer {
+                    let _ = answer.send(make());
+                }
+            }
+            HeldReply::Chunk(chunk) => {
+                let indices = self.next.into_iter().chain(self.rest).map(|w| w.index);
+                chunk.fill_with(indices, make);
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -50,12 +98,13 @@ pin_project! {
     struct InFlight<F, A> {
         #[pin]
         response: F,
-        answers: Vec<oneshot::Sender<A>>,
+        answers: Vec<Reply<A>>,
+        items: usize,
     }
 }
 
 impl<F: Future, A> Future for InFlight<F, A> {
-    type Output = (std::thread::Result<F::Output>, Vec<oneshot::Sender<A>>);
+    type Output = (std::thread::Result<F::Output>, Vec<Reply<A>>, usize);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -65,7 +114,7 @@ impl<F: Future, A> Future for InFlight<F, A> {
             Ok(Poll::Ready(output)) => Ok(output),
             Err(panic) => Err(panic),
         };
-        Poll::Ready((outcome, std::mem::take(this.answers)))
+        Poll::Ready((outcome, std::mem::take(this.answers), *this.items))
     }
 }
 
@@ -82,8 +131,8 @@ where
     inner: Option<S>,
     config: BatchConfig,
     open: OpenBatch<T, Answer<S, T>>,
-    /// An item that would have pushed the open batch over `max_weight`: it starts the next one.
-    held: Option<Accepted<T, Answer<S, T>>>,
+    /// Items that would have pushed the open batch over a limit: they start the next one.
+    held: Option<Held<T, Answer<S, T>>>,
     /// Fires `max_linger` after the open batch's first item; armed only while that batch has
     /// items.
     linger: Pin<Box<Sleep>>,
@@ -141,9 +190,10 @@ where
     /// Answers the batches that finished. Returns whether any did.
     fn answer_finished_batches(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while let Poll::Ready(Some((outcome, answers))) = self.in_flight.poll_next_unpin(cx) {
+        while let Poll::Ready(Some((outcome, answers, items))) = self.in_flight.poll_next_unpin(cx)
+        {
             progress = true;
-            self.answer_batch(outcome, answers);
+            self.answer_batch(outcome, answers, items);
         }
         progress
     }
@@ -151,15 +201,17 @@ where
     fn answer_batch(
         &mut self,
         outcome: std::thread::Result<Result<S::Response, S::Error>>,
-        answers: Vec<oneshot::Sender<Answer<S, T>>>,
+        answers: Vec<Reply<Answer<S, T>>>,
+        expected: usize,
     ) {
-        let expected = answers.len();
         match outcome {
             Ok(Ok(response)) => {
                 match catch_unwind(AssertUnwindSafe(|| response.into_outcomes(expected))) {
                     Ok(outcomes) if outcomes.len() == expected => {
-                        for (answer, outcome) in answers.into_iter().zip(outcomes) {
-                            let _ = answer.send(outcome.map_err(BatchError::Item));
+                        let mut outcomes =
+                            outcomes.into_iter().map(|o| o.map_err(BatchError::Item));
+                        for answer in answers {
+                            answer.answer(&mut outcomes);
                         }
                     }
                     Ok(outcomes) => {
@@ -170,7 +222,8 @@ where
                             "batch answered with the wrong number of outcomes"
                         );
                         for answer in answers {
-                            let _ = answer.send(Err(BatchError::OutcomeMismatch { expected, got }));
+                            answer
+                                .answer_all(|| Err(BatchError::OutcomeMismatch { expected, got }));
                         }
                     }
                     Err(panic) => {
@@ -186,7 +239,7 @@ where
                 tracing::debug!(%error, items = expected, "batch failed");
                 let error = Arc::new(error);
                 for answer in answers {
-                    let _ = answer.send(Err(BatchError::Batch(Arc::clone(&error))));
+                    answer.answer_all(|| Err(BatchError::Batch(Arc::clone(&error))));
                 }
             }
             Err(panic) => {
@@ -221,7 +274,13 @@ where
     /// or found the queue drained.
     fn take_items(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while !self.queue_drained && self.held.is_none() && !self.open.is_full(&self.config) {
+        loop {
+            if !self.place_held() {
+                break;
+            }
+            if self.queue_drained || self.open.is_full(&self.config) {
+                break;
+            }
             match self.queue.poll_recv(cx) {
                 Poll::Ready(Some(message)) => {
                     progress = true;
@@ -237,44 +296,92 @@ where
         progress
     }
 
+    /// Takes a message's items in: they are held, and [`place_held`](Self::place_held) moves
+    /// them into the open batch.
     fn accept(&mut self, message: Message<T, Answer<S, T>>) {
-        let Message {
-            item,
-            weight,
-            answer,
-            slot,
-        } = message;
-        if let Some(error) = self.shared.failure_error() {
-            let _ = answer.send(Err(error));
-            return;
-        }
-        if answer.is_closed() {
-            // The caller dropped its response future: nobody waits for this item, send nothing.
-            return;
-        }
-        // The slot stays taken until the item is handed to the inner service (`flush`).
-        slot.forget();
-        let accepted = Accepted {
-            item,
-            weight,
-            answer,
+        let (held, slot) = match message {
+            Message::One {
+                item,
+                weight,
+                answer,
+                slot,
+            } => {
+                if let Some(error) = self.shared.failure_error() {
+                    let _ = answer.send(Err(error));
+                    return;
+                }
+                if answer.is_closed() {
+                    // The caller dropped its response future: nobody waits for this item.
+                    return;
+                }
+                let next = Waiting {
+                    index: 0,
+                    item,
+                    weight,
+                };
+                let held = Held {
+                    next: Some(next),
+                    rest: Vec::new().into_iter(),
+                    to: HeldReply::One(Some(answer)),
+                };
+                (held, slot)
+            }
+            Message::Many { items, chunk, slot } => {
+                if self.shared.failure_error::<(), ()>().is_some() {
+                    let shared = &self.shared;
+                    let indices = items.iter().map(|w| w.index);
+                    chunk.fill_with(indices, || Err(shared.closed_error()));
+                    return;
+                }
+                if chunk.is_abandoned() {
+                    return;
+                }
+                let held = Held {
+                    next: None,
+                    rest: items.into_iter(),
+                    to: HeldReply::Chunk(chunk),
+                };
+                (held, slot)
+            }
         };
-        if self.open.fits(weight, &self.config) {
-            self.join_open(accepted);
-        } else {
-            self.held = Some(accepted);
-        }
+        // The slots stay taken until the items are handed to the inner service (`flush`).
+        slot.forget();
+        self.held = Some(held);
     }
 
-    fn join_open(&mut self, accepted: Accepted<T, Answer<S, T>>) {
-        if self.open.is_empty() {
-            let now = Instant::now();
-            let deadline = now
-                .checked_add(self.config.max_linger)
-                .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
-            self.linger.as_mut().reset(deadline);
+    /// Moves held items into the open batch while they fit. Returns whether none is left held.
+    fn place_held(&mut self) -> bool {
+        let Some(held) = self.held.as_mut() else {
+            return true;
+        };
+        loop {
+            let Some(waiting) = held.next.take().or_else(|| held.rest.next()) else {
+                self.held = None;
+                return true;
+            };
+            if !self.open.fits(waiting.weight, &self.config) {
+                held.next = Some(waiting);
+                return false;
+            }
+            if self.open.is_empty() {
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(self.config.max_linger)
+                    .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
+                self.linger.as_mut().reset(deadline);
+            }
+            match &mut held.to {
+                HeldReply::One(answer) => {
+                    if let Some(answer) = answer.take() {
+                        self.open.push_one(waiting.item, waiting.weight, answer);
+                    }
+                }
+                HeldReply::Chunk(chunk) => {
+                    self.open
+                        .push_part(waiting.item, waiting.weight, chunk, waiting.index);
+                }
+            }
         }
-        self.open.push(accepted);
     }
 
     /// Hands the open batch to the inner service if it is due and the inner service is ready.
@@ -322,10 +429,9 @@ where
     fn flush(&mut self) {
         let (items, answers) = self.open.take();
         // Every item leaves the layer now, sent or dropped: its queue slot is free again.
-        self.shared.slots.add_permits(answers.len());
-        if let Some(held) = self.held.take() {
-            self.join_open(held);
-        }
+        self.shared.slots.add_permits(items.len());
+        // What was held starts the next batch.
+        self.place_held();
         let (items, answers) = without_abandoned(items, answers);
         if items.is_empty() {
             // Nobody waits: send nothing (the inner service keeps its readiness for the next).
@@ -340,8 +446,13 @@ where
             in_flight = self.in_flight.len(),
             "flushing a batch"
         );
+        let count = items.len();
         match catch_unwind(AssertUnwindSafe(|| inner.call(items))) {
-            Ok(response) => self.in_flight.push(InFlight { response, answers }),
+            Ok(response) => self.in_flight.push(InFlight {
+                response,
+                answers,
+                items: count,
+            }),
             Err(panic) => {
                 let reason = format!(
                     "the inner service panicked in call: {}",
@@ -362,18 +473,20 @@ where
         self.inner = None;
         self.stop_accepting();
         let (_, answers) = self.open.take();
-        let held = self.held.take().map(|held| held.answer);
-        for answer in answers.into_iter().chain(held) {
-            let _ = answer.send(Err(BatchError::WorkerFailed(reason.clone())));
+        for answer in answers {
+            answer.answer_all(|| Err(BatchError::WorkerFailed(reason.clone())));
+        }
+        if let Some(held) = self.held.take() {
+            held.answer_all(|| Err(BatchError::WorkerFailed(reason.clone())));
         }
         reason
     }
 
     /// [`fail`](Self::fail), and answer `answers` (a batch's callers) with the failure too.
-    fn fail_all(&mut self, reason: String, answers: Vec<oneshot::Sender<Answer<S, T>>>) {
+    fn fail_all(&mut self, reason: String, answers: Vec<Reply<Answer<S, T>>>) {
         let reason = self.fail(reason);
         for answer in answers {
-            let _ = answer.send(Err(BatchError::WorkerFailed(reason.clone())));
+            answer.answer_all(|| Err(BatchError::WorkerFailed(reason.clone())));
         }
     }
 
@@ -436,18 +549,25 @@ where
 }
 
 /// Drops the items whose caller dropped its response future: nobody would see their outcome.
-fn without_abandoned<T, A>(
-    items: Vec<T>,
-    answers: Vec<oneshot::Sender<A>>,
-) -> (Vec<T>, Vec<oneshot::Sender<A>>) {
-    if !answers.iter().any(oneshot::Sender::is_closed) {
+fn without_abandoned<T, A>(items: Vec<T>, answers: Vec<Reply<A>>) -> (Vec<T>, Vec<Reply<A>>) {
+    if !answers.iter().any(Reply::is_abandoned) {
         return (items, answers);
     }
-    items
-        .into_iter()
-        .zip(answers)
-        .filter(|(_, answer)| !answer.is_closed())
-        .unzip()
+    let mut kept = (
+        Vec::with_capacity(items.len()),
+        Vec::with_capacity(answers.len()),
+    );
+    let mut items = items.into_iter();
+    for answer in answers {
+        let run = items.by_ref().take(answer.len());
+        if answer.is_abandoned() {
+            run.for_each(drop);
+        } else {
+            kept.0.extend(run);
+            kept.1.push(answer);
+        }
+    }
+    kept
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {

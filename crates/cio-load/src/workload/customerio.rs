@@ -110,9 +110,10 @@ fn stack_status(e: &StackError) -> Cow<'static, str> {
         BatchError::Batch(e) => status_of_error(e),
         BatchError::TooHeavy { .. } => "too_heavy".into(),
         BatchError::Closed => "closed".into(),
-        BatchError::OutcomeMismatch { .. } | BatchError::WorkerFailed(_) | BatchError::NotReady => {
-            "error".into()
-        }
+        BatchError::OutcomeMismatch { .. }
+        | BatchError::WorkerFailed(_)
+        | BatchError::NotReady
+        | BatchError::ChunkTooLarge { .. } => "error".into(),
     }
 }
 

@@ -15,10 +15,19 @@
 //! Reading runs in a task of its own and decoding in chunks of 64 on spawned tasks, ahead of
 //! the loop that hands items to the service (in the order read), so they overlap and use every
 //! core: decoding was most of the processor's CPU, and one loop doing everything was the
-//! pipeline's bottleneck. Each message's work after the call (await the answer, ack or
-//! dead-letter) runs in a task of a `JoinSet` the processor owns, up to 64 messages per task:
-//! a group goes out when it is full or whenever the loop would wait, and each of its messages
-//! settles as soon as its own answer comes.
+//! pipeline's bottleneck.
+//!
+//! The loop hands items over through a [`Handoff`]: one call per item with
+//! [`Processor::new`] (any `Service<T>`), or one call per chunk of up to `max_chunk` items with
+//! [`Processor::chunked`] (a `Service<Vec<T>>` that answers each item, such as the batch
+//! layer's [`BatchChunks`](cio_layers::batch::BatchChunks)); it gathers as many decoded items
+//! as are ready, up to that size, and never waits for more to fill a chunk. Each call's work
+//! after the call (await the answers, ack or dead-letter) runs in a task of a `JoinSet` the
+//! processor owns, up to 64 messages per task: a group goes out when it is full or whenever the
+//! loop would wait, and each of its messages settles as soon as its own answer comes. A hook set
+//! with [`when_input_ends`](Processor::when_input_ends) runs once the last item of a finite
+//! input was handed over (the CLI closes its batch layer there, so the last batch goes at once
+//! instead of after its linger).
 //!
 //! With a batch layer in the service, items wait in the open batch while they count as in
 //! flight, so `max_in_flight` caps the batch size: give it room for a few full batches (e.g.
@@ -43,6 +52,7 @@
 //! cannot fix, a service whose `poll_ready` fails, or a dead letter that cannot be kept stops
 //! reading the same way too, and the report's [`StopReason`] says which.
 
+mod handoff;
 mod read;
 mod report;
 mod settle;
@@ -53,18 +63,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Semaphore;
+use futures_util::future::poll_fn;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::decode::Decode;
 use crate::source::Source;
 
+pub use handoff::{Answers, Chunks, Handoff, PerItem};
 pub use report::{Progress, Report, StopReason};
-use settle::{Fatal, Settled, Shared, Work};
+use settle::{Fatal, Group, Parts, Settled, Shared};
 
 /// Messages read and decoded ahead of the loop that hands them to the service, at most.
 const READ_AHEAD: usize = 1024;
@@ -79,7 +90,7 @@ const GROUP: usize = 64;
 struct Groups<F, A, L, J> {
     tasks: JoinSet<Tally>,
     /// The group being filled.
-    filling: Vec<Work<F, A>>,
+    filling: Group<F, A>,
     /// Messages handed to group tasks so far: those their tallies do not account for were lost
     /// with an aborted task, and stay unacknowledged.
     handed: u64,
@@ -89,18 +100,31 @@ struct Groups<F, A, L, J> {
     progress: Arc<Progress>,
 }
 
-impl<F, R, E, A, L, J> Groups<F, A, L, J>
+impl<F, E, A, L, J> Groups<F, A, L, J>
 where
-    F: std::future::Future<Output = Result<R, E>> + Send + 'static,
-    R: Send + 'static,
+    F: std::future::Future<Output = Answers<E>> + Send + 'static,
     E: Display + Send + 'static,
     A: crate::source::Acknowledge,
     L: DeadLetterSink,
     J: JudgeError<E>,
 {
-    fn push(&mut self, work: Work<F, A>) {
-        self.filling.push(work);
-        if self.filling.len() == GROUP {
+    /// A payload that did not decode: its dead letter is kept by the group.
+    fn push_letter(&mut self, letter: DeadLetter, ack: A, permit: OwnedSemaphorePermit) {
+        self.filling.letters.push((letter, ack, permit));
+        self.spawn_if_full();
+    }
+
+    /// One call's answer, and the messages it covers (taken out of `parts`).
+    fn push_answer(&mut self, answer: F, parts: &mut Vec<Parts<A>>) {
+        let start = self.filling.parts.len();
+        self.filling.parts.append(parts);
+        let range = start..self.filling.parts.len();
+        self.filling.answers.push((answer, range));
+        self.spawn_if_full();
+    }
+
+    fn spawn_if_full(&mut self) {
+        if self.filling.len() >= GROUP {
             self.spawn();
         }
     }
@@ -110,7 +134,7 @@ where
         if self.filling.is_empty() {
             return;
         }
-        let work = std::mem::replace(&mut self.filling, Vec::with_capacity(GROUP));
+        let work = std::mem::replace(&mut self.filling, Group::with_capacity(GROUP));
         self.handed += work.len() as u64;
         let (shared, progress) = (self.shared.clone(), self.progress.clone());
         self.tasks.spawn(settle::group(work, shared, progress));
@@ -209,20 +233,48 @@ pub struct Processor<S, D, Svc, L, J = Unjudged> {
     max_in_flight: usize,
     drain_deadline: Duration,
     progress: Arc<Progress>,
+    on_input_end: Option<InputEnd>,
 }
 
-impl<S, D, Svc, L> Processor<S, D, Svc, L, Unjudged> {
-    /// A processor with 256 messages in flight at most and a 30 s drain deadline.
+/// What to do once the input has ended and every item was handed over.
+type InputEnd = Box<dyn FnOnce() + Send>;
+
+impl<S, D, Svc, L> Processor<S, D, PerItem<Svc>, L, Unjudged> {
+    /// A processor that calls `service` (any `tower::Service` of the decoded items) once per
+    /// item, with 256 messages in flight at most and a 30 s drain deadline.
     pub fn new(source: S, decoder: D, service: Svc, dead_letters: L) -> Self {
+        Processor::with_handoff(source, decoder, PerItem(service), dead_letters)
+    }
+}
+
+impl<S, D, Svc, L> Processor<S, D, Chunks<Svc>, L, Unjudged> {
+    /// A processor that calls `service` with chunks of up to `max_chunk` decoded items at once,
+    /// read one after another (a `Service<Vec<Item>>` that answers each item's outcome, in
+    /// order, such as [`BatchChunks`](cio_layers::batch::BatchChunks)); otherwise as
+    /// [`new`](Processor::new).
+    pub fn chunked(source: S, decoder: D, service: Svc, max_chunk: usize, dead_letters: L) -> Self {
+        Processor::with_handoff(
+            source,
+            decoder,
+            Chunks::new(service, max_chunk),
+            dead_letters,
+        )
+    }
+}
+
+impl<S, D, H, L> Processor<S, D, H, L, Unjudged> {
+    /// A processor that hands items over through `handoff` ([`PerItem`] or [`Chunks`]).
+    pub fn with_handoff(source: S, decoder: D, handoff: H, dead_letters: L) -> Self {
         Processor {
             source,
             decoder,
-            service,
+            service: handoff,
             dead_letters,
             judge: Unjudged,
             max_in_flight: 256,
             drain_deadline: Duration::from_secs(30),
             progress: Arc::default(),
+            on_input_end: None,
         }
     }
 }
@@ -252,6 +304,15 @@ impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J> {
         self
     }
 
+    /// Calls `f` once the input has ended and every item read was handed to the service, before
+    /// waiting for the answers: for example to close a batch layer inside the service, so that
+    /// its last batch goes out at once instead of waiting for its linger for items that cannot
+    /// come. Not called when the run stops for another reason.
+    pub fn when_input_ends(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_input_end = Some(Box::new(f));
+        self
+    }
+
     /// Records in each delivery dead letter whether `classifier` calls its error retryable
     /// (retries ran out) or permanent.
     pub fn classify_errors<C>(self, classifier: C) -> Processor<S, D, Svc, L, Judged<C>> {
@@ -264,6 +325,7 @@ impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J> {
             max_in_flight: self.max_in_flight,
             drain_deadline: self.drain_deadline,
             progress: self.progress,
+            on_input_end: self.on_input_end,
         }
     }
 }
@@ -326,10 +388,7 @@ impl<S, D, Svc, L, J> Processor<S, D, Svc, L, J>
 where
     S: Source + 'static,
     D: Decode,
-    Svc: Service<D::Item> + Send,
-    Svc::Future: Send + 'static,
-    Svc::Response: Send + 'static,
-    Svc::Error: Display + Send + 'static,
+    Svc: Handoff<D::Item>,
     L: DeadLetterSink,
     J: JudgeError<Svc::Error>,
 {
@@ -344,6 +403,7 @@ where
             max_in_flight,
             drain_deadline,
             progress,
+            on_input_end,
         } = self;
         let started = Instant::now();
         let stop = shutdown.child_token();
@@ -366,7 +426,7 @@ where
         );
         let mut groups = Groups {
             tasks: JoinSet::new(),
-            filling: Vec::with_capacity(GROUP),
+            filling: Group::with_capacity(GROUP),
             handed: 0,
             settled: Tally::default(),
             shared: shared.clone(),
@@ -376,6 +436,10 @@ where
         let mut ended: Option<StopReason> = None;
         let mut stopped_at: Option<Instant> = None;
         let mut handed_over_all = false;
+        let max_items = service.max_items().max(1);
+        // The items of the next call, and their messages' parts.
+        let mut items = Vec::with_capacity(max_items);
+        let mut held = Vec::with_capacity(max_items);
 
         loop {
             groups.reap();
@@ -392,51 +456,64 @@ where
                     }
                 }
             };
-            let Some(read::Read {
-                permit,
-                payload,
-                position,
-                ack,
-                decoded,
-            }) = next
-            else {
+            let Some(first) = next else {
                 // The reader is done and everything it read was handed over.
                 handed_over_all = true;
                 break;
             };
-            let item = match decoded {
-                Ok(item) => item,
-                Err(reason) => {
-                    let letter = DeadLetter {
-                        payload,
-                        position,
-                        stage: Stage::Decode,
-                        reason,
-                        retryable: None,
-                        time: SystemTime::now(),
-                    };
-                    groups.push(Work::Keep {
-                        letter,
-                        ack,
-                        permit,
-                    });
-                    continue;
+            // This message and those decoded right behind it, up to a call's worth of items.
+            let mut next_read = Some(first);
+            while let Some(read) = next_read.take() {
+                let read::Read {
+                    permit,
+                    payload,
+                    position,
+                    ack,
+                    decoded,
+                } = read;
+                match decoded {
+                    Ok(item) => {
+                        items.push(item);
+                        held.push(Parts {
+                            payload,
+                            position,
+                            ack,
+                            permit,
+                        });
+                    }
+                    Err(reason) => {
+                        let letter = DeadLetter {
+                            payload,
+                            position,
+                            stage: Stage::Decode,
+                            reason,
+                            retryable: None,
+                            time: SystemTime::now(),
+                        };
+                        groups.push_letter(letter, ack, permit);
+                    }
                 }
-            };
+                if items.len() < max_items {
+                    next_read = reads.try_next();
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
 
-            // A message in hand is work in flight: if shutdown comes while the service is not
-            // ready, it still gets the drain deadline to be taken.
+            // Messages in hand are work in flight: if shutdown comes while the service is not
+            // ready, they still get the drain deadline to be taken.
             // Ready at once, or after the group in hand went out (its messages may be what the
             // service waits for).
             let mut ready = None;
             if stopped_at.is_none() {
-                ready = match futures_util::poll!(service.ready()) {
-                    Poll::Ready(r) => Some(r.map(|_| ())),
+                ready = match futures_util::poll!(poll_fn(|cx| service.poll_ready(cx))) {
+                    Poll::Ready(r) => Some(r),
                     Poll::Pending => {
                         groups.spawn();
                         tokio::select! {
                             biased;
-                            r = service.ready() => Some(r.map(|_| ())),
+                            r = poll_fn(|cx| service.poll_ready(cx)) => Some(r),
                             _ = stop.cancelled() => None,
                         }
                     }
@@ -447,20 +524,14 @@ where
                 let at = *stopped_at.get_or_insert_with(Instant::now) + drain_deadline;
                 ready = tokio::select! {
                     biased;
-                    r = service.ready() => Some(r.map(|_| ())),
+                    r = poll_fn(|cx| service.poll_ready(cx)) => Some(r),
                     _ = tokio::time::sleep_until(at) => None,
                 };
             }
             match ready {
                 Some(Ok(())) => {
-                    let answer = service.call(item);
-                    groups.push(Work::Deliver {
-                        answer,
-                        payload,
-                        position,
-                        ack,
-                        permit,
-                    });
+                    let answer = service.call(&mut items);
+                    groups.push_answer(answer, &mut held);
                 }
                 other => {
                     if let Some(Err(e)) = other {
@@ -469,7 +540,12 @@ where
                             error: e.to_string(),
                         });
                     }
-                    tally.add(settle::not_handed_over(ack, &position, &progress).await);
+                    items.clear();
+                    for part in held.drain(..) {
+                        tally.add(
+                            settle::not_handed_over(part.ack, &part.position, &progress).await,
+                        );
+                    }
                     break;
                 }
             }
@@ -495,6 +571,11 @@ where
                 // source that failed stopped the run whatever else happened.
                 match r.reason {
                     Some(reason) if handed_over_all => {
+                        if matches!(reason, StopReason::EndOfInput) {
+                            if let Some(f) = on_input_end {
+                                f();
+                            }
+                        }
                         ended.get_or_insert(reason);
                     }
                     Some(failed @ StopReason::SourceFailed { .. }) => {

@@ -85,6 +85,11 @@ impl<A, T> Reads<A, T> {
         }
     }
 
+    /// The next message if one is decoded and in hand already (never waits).
+    pub(super) fn try_next(&mut self) -> Option<Read<A, T>> {
+        self.ready.pop_front()
+    }
+
     /// No more chunks will be taken; [`next`](Self::next) still yields what was handed over.
     pub(super) fn close(&mut self) {
         self.chunks.close();

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::source::{AckError, Acknowledge, Position};
 
+use super::handoff::Answers;
 use super::{JudgeError, Progress, Tally};
 
 /// How one message ended.
@@ -63,131 +64,190 @@ pub(super) struct Shared<L, J> {
     pub(super) fatal: Fatal,
 }
 
-/// One message's work after it was read: await the service's answer, or keep the dead letter
-/// of a payload that did not decode. It holds the message's in-flight permit.
-pub(super) enum Work<F, A> {
-    Deliver {
-        answer: F,
-        payload: Bytes,
-        position: Position,
-        ack: A,
-        permit: OwnedSemaphorePermit,
-    },
-    Keep {
-        letter: DeadLetter,
-        ack: A,
-        permit: OwnedSemaphorePermit,
-    },
+/// The work handed to one settling task: the answers to calls of the service, the parts of
+/// the messages they cover (in the order handed over), and dead letters of payloads that did
+/// not decode. Every message holds its in-flight permit.
+pub(super) struct Group<F, A> {
+    pub(super) parts: Vec<Parts<A>>,
+    /// Each call's answer with the range of `parts` it covers.
+    pub(super) answers: Vec<(F, std::ops::Range<usize>)>,
+    pub(super) letters: Vec<(DeadLetter, A, OwnedSemaphorePermit)>,
 }
 
-/// A delivered message's parts, kept by its group while the answer is awaited.
-struct Parts<A> {
-    payload: Bytes,
-    position: Position,
-    ack: A,
-    permit: OwnedSemaphorePermit,
+impl<F, A> Group<F, A> {
+    pub(super) fn with_capacity(n: usize) -> Self {
+        Group {
+            parts: Vec::with_capacity(n),
+            answers: Vec::new(),
+            letters: Vec::new(),
+        }
+    }
+
+    /// Messages in the group.
+    pub(super) fn len(&self) -> usize {
+        self.parts.len() + self.letters.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A message handed to the service, kept by its group while the answer is awaited.
+pub(super) struct Parts<A> {
+    pub(super) payload: Bytes,
+    pub(super) position: Position,
+    pub(super) ack: A,
+    pub(super) permit: OwnedSemaphorePermit,
 }
 
 /// How a message's work ended, before it is settled.
-enum Ending<E> {
-    Answered(Result<(), E>, Bytes, Position),
-    Undecodable(DeadLetter),
+enum Ending {
+    Delivered(Position),
+    Keep(DeadLetter),
     Abandoned(Position),
+}
+
+/// Why an item of an answer was not delivered.
+enum Failure<E> {
+    /// Its own error.
+    Error(E),
+    /// Its call's error, shared by every item of the call: the reason and whether retryable.
+    Call(Arc<(String, Option<bool>)>),
+    /// No outcome can be trusted to be this item's: the answer's future panicked, or answered
+    /// another number of outcomes than items.
+    Lost,
+}
+
+/// The outcomes of one answer, item by item.
+enum Outcomes<E> {
+    Each(std::vec::IntoIter<Result<(), E>>),
+    Delivered,
+    Failed(Arc<(String, Option<bool>)>),
+    Lost,
+}
+
+impl<E> Outcomes<E> {
+    fn next(&mut self) -> Result<(), Failure<E>> {
+        match self {
+            Outcomes::Each(each) => match each.next() {
+                Some(outcome) => outcome.map_err(Failure::Error),
+                None => Err(Failure::Lost),
+            },
+            Outcomes::Delivered => Ok(()),
+            Outcomes::Failed(call) => Err(Failure::Call(Arc::clone(call))),
+            Outcomes::Lost => Err(Failure::Lost),
+        }
+    }
 }
 
 /// Settles a group of messages, each as soon as its own answer comes, and counts them.
 ///
-/// Only the answers are awaited as futures of their own (a pointer and an index each); the
-/// messages' parts wait in a slot of the group. Whole per-message futures were copied into
-/// the set one by one, and each watched the abandon token itself: both showed in `cio pipe`'s
-/// profile. At the drain deadline (abandon) the messages still waiting for an answer are
-/// nacked; those already settling (a dead letter being written, an ack) finish. A panic in an
-/// answer's future (a bug) leaves that message unacknowledged (its ack is dropped); the others
-/// go on.
-pub(super) async fn group<F, R, E, A, L, J>(
-    work: Vec<Work<F, A>>,
+/// Only the answers are awaited as futures of their own (one per call of the service: a chunk
+/// of messages, or one); the messages' parts wait in a slot of the group. Whole per-message
+/// futures were copied into the set one by one, and each watched the abandon token itself:
+/// both showed in `cio pipe`'s profile. At the drain deadline (abandon) the messages still
+/// waiting for an answer are nacked; those already settling (a dead letter being written, an
+/// ack) finish. A panic in an answer's future (a bug) leaves its messages unacknowledged
+/// (their acks are dropped); the others go on.
+pub(super) async fn group<F, E, A, L, J>(
+    work: Group<F, A>,
     shared: Arc<Shared<L, J>>,
     progress: Arc<Progress>,
 ) -> Tally
 where
-    F: Future<Output = Result<R, E>>,
+    F: Future<Output = Answers<E>>,
     E: Display,
     A: Acknowledge,
     L: DeadLetterSink,
     J: JudgeError<E>,
 {
     let mut tally = Tally::default();
-    let mut slots: Vec<Option<Parts<A>>> = Vec::with_capacity(work.len());
+    let Group {
+        parts,
+        answers: calls,
+        letters,
+    } = work;
+    let mut slots: Vec<Option<Parts<A>>> = parts.into_iter().map(Some).collect();
     let mut answers = FuturesUnordered::new();
+    for (answer, range) in calls {
+        answers.push(
+            AssertUnwindSafe(answer)
+                .catch_unwind()
+                .map(move |answer| (range, answer)),
+        );
+    }
     let mut settling = FuturesUnordered::new();
-    for w in work {
-        match w {
-            Work::Deliver {
-                answer,
-                payload,
-                position,
-                ack,
-                permit,
-            } => {
-                let i = slots.len();
-                slots.push(Some(Parts {
-                    payload,
-                    position,
-                    ack,
-                    permit,
-                }));
-                answers.push(
-                    AssertUnwindSafe(answer)
-                        .catch_unwind()
-                        .map(move |answer| (i, answer.map(|a| a.map(drop)))),
-                );
-            }
-            Work::Keep {
-                letter,
-                ack,
-                permit,
-            } => {
-                settling.push(finish(Ending::Undecodable(letter), ack, permit, &shared));
-            }
-        }
+    for (letter, ack, permit) in letters {
+        settling.push(finish(Ending::Keep(letter), ack, permit, &shared));
     }
     let mut abandon = pin!(shared.abandon.cancelled());
     loop {
         tokio::select! {
             biased;
-            Some((i, answer)) = answers.next(), if !answers.is_empty() => {
-                let Some(Parts { payload, position, ack, permit }) = slots[i].take() else {
-                    continue;
-                };
-                match answer {
-                    // Delivered, and the source acks without waiting: settled here.
-                    Ok(Ok(())) => match ack.ack_now() {
-                        Ok(acked) => {
-                            drop(permit);
-                            let settled = Settled::Delivered {
-                                ack_failed: ack_result(acked, &position),
-                            };
-                            progress.settled(&settled);
-                            tally.add(settled);
-                        }
-                        Err(ack) => settling.push(finish(
-                            Ending::Answered(Ok(()), payload, position),
-                            ack,
-                            permit,
-                            &shared,
-                        )),
-                    },
-                    Ok(answer) => settling.push(finish(
-                        Ending::Answered(answer, payload, position),
-                        ack,
-                        permit,
-                        &shared,
-                    )),
+            Some((range, answer)) = answers.next(), if !answers.is_empty() => {
+                let mut outcomes = match answer {
+                    Ok(Answers::Each(each)) if each.len() == range.len() => {
+                        Outcomes::Each(each.into_iter())
+                    }
+                    Ok(Answers::Each(each)) => {
+                        tracing::error!(items = range.len(), outcomes = each.len(), "the service answered another number of outcomes than items; the messages stay unacknowledged");
+                        Outcomes::Lost
+                    }
+                    Ok(Answers::All(Ok(()))) => Outcomes::Delivered,
+                    Ok(Answers::All(Err(e))) => {
+                        let retryable = shared.judge.retryable(&e);
+                        Outcomes::Failed(Arc::new((e.to_string(), retryable)))
+                    }
                     Err(_) => {
-                        tracing::error!(%position, "the service's future panicked; the message stays unacknowledged");
-                        drop((ack, permit));
-                        progress.settled(&Settled::Unacknowledged { ack_failed: false });
-                        tally.unacknowledged += 1;
+                        tracing::error!(items = range.len(), "the service's future panicked; the messages stay unacknowledged");
+                        Outcomes::Lost
+                    }
+                };
+                for i in range {
+                    let outcome = outcomes.next();
+                    let Some(Parts { payload, position, ack, permit }) = slots[i].take() else {
+                        continue;
+                    };
+                    match outcome {
+                        // Delivered, and the source acks without waiting: settled here.
+                        Ok(()) => match ack.ack_now() {
+                            Ok(acked) => {
+                                drop(permit);
+                                let settled = Settled::Delivered {
+                                    ack_failed: ack_result(acked, &position),
+                                };
+                                progress.settled(&settled);
+                                tally.add(settled);
+                            }
+                            Err(ack) => settling.push(finish(
+                                Ending::Delivered(position),
+                                ack,
+                                permit,
+                                &shared,
+                            )),
+                        },
+                        Err(Failure::Error(e)) => {
+                            let letter = delivery_letter(e, payload, position, &shared.judge);
+                            settling.push(finish(Ending::Keep(letter), ack, permit, &shared));
+                        }
+                        Err(Failure::Call(call)) => {
+                            let letter = DeadLetter {
+                                reason: call.0.clone(),
+                                retryable: call.1,
+                                payload,
+                                position,
+                                stage: Stage::Deliver,
+                                time: SystemTime::now(),
+                            };
+                            settling.push(finish(Ending::Keep(letter), ack, permit, &shared));
+                        }
+                        Err(Failure::Lost) => {
+                            tracing::debug!(%position, "no outcome for this message; it stays unacknowledged");
+                            drop((ack, permit));
+                            progress.settled(&Settled::Unacknowledged { ack_failed: false });
+                            tally.unacknowledged += 1;
+                        }
                     }
                 }
             }
@@ -209,29 +269,23 @@ where
 }
 
 /// Acks a delivered message, or keeps its dead letter and acks, or nacks an abandoned one.
-async fn finish<E, A, L, J>(
-    ending: Ending<E>,
+async fn finish<A, L, J>(
+    ending: Ending,
     ack: A,
     permit: OwnedSemaphorePermit,
     shared: &Shared<L, J>,
 ) -> Settled
 where
-    E: Display,
     A: Acknowledge,
     L: DeadLetterSink,
-    J: JudgeError<E>,
 {
     let _permit = permit;
     // The cold paths are boxed: inline, they would enlarge every message's future.
     match ending {
-        Ending::Answered(Ok(()), _, position) => Settled::Delivered {
+        Ending::Delivered(position) => Settled::Delivered {
             ack_failed: ack_ok(ack, &position).await,
         },
-        Ending::Answered(Err(e), payload, position) => {
-            let letter = delivery_letter(e, payload, position, &shared.judge);
-            Box::pin(keep(letter, ack, shared)).await
-        }
-        Ending::Undecodable(letter) => Box::pin(keep(letter, ack, shared)).await,
+        Ending::Keep(letter) => Box::pin(keep(letter, ack, shared)).await,
         Ending::Abandoned(position) => Settled::Unacknowledged {
             ack_failed: Box::pin(nack_ok(ack, &position)).await,
         },
@@ -277,9 +331,8 @@ pub(super) async fn not_handed_over<A: Acknowledge>(
     settled
 }
 
-/// The dead letter of a failed delivery. A function of its own so that the error is gone
-/// before the letter is written (held across that await, it would enlarge every message's
-/// future).
+/// The dead letter of a failed delivery, made before anything is awaited (an error held across
+/// an await would enlarge every message's future).
 fn delivery_letter<E: Display, J: JudgeError<E>>(
     e: E,
     payload: Bytes,

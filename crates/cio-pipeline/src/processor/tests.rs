@@ -9,6 +9,7 @@ use super::*;
 use crate::dead_letter::{DeadLetterError, InMemory};
 use crate::decode::DecodeError;
 use crate::source::{MemorySource, Message, Position, SourceError};
+use tower::Service;
 
 fn numbers(n: u32) -> MemorySource {
     MemorySource::new((0..n).map(|i| i.to_string()))
@@ -528,4 +529,176 @@ async fn acks_that_wait_are_awaited_and_their_failures_counted() {
     let mut acked = acks.acked();
     acked.sort_unstable();
     assert_eq!(acked, (0..200).step_by(2).collect::<Vec<_>>());
+}
+
+/// One outcome per item of a chunk, in order.
+type ItemOutcomes = Vec<Result<(), String>>;
+
+/// A `Service<Vec<u32>>` for chunked processors: records each call's items and, after a delay,
+/// answers each item (odd numbers fail), the whole call (a call holding 666 fails as a whole),
+/// or one outcome short (a call holding 777).
+fn chunk_service(
+    calls: Arc<std::sync::Mutex<Vec<Vec<u32>>>>,
+) -> impl Service<
+    Vec<u32>,
+    Response = ItemOutcomes,
+    Error = String,
+    Future = impl std::future::Future<Output = Result<ItemOutcomes, String>> + Send,
+> + Send {
+    tower::service_fn(move |items: Vec<u32>| {
+        calls.lock().unwrap().push(items.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(items[0] % 7))).await;
+            if items.contains(&666) {
+                return Err("503 Service Unavailable (gave up)".to_owned());
+            }
+            let mut each: Vec<Result<(), String>> = items
+                .iter()
+                .map(|n| {
+                    if n % 2 == 1 {
+                        Err(format!("odd {n}"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect();
+            if items.contains(&777) {
+                each.pop();
+            }
+            Ok(each)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunked_processor_hands_items_over_in_order_in_chunks_and_settles_each() {
+    let source = MemorySource::new((0..300).map(|i| {
+        if i == 100 {
+            "x".to_owned()
+        } else {
+            i.to_string()
+        }
+    }));
+    let acks = source.ack_log();
+    let calls = Arc::default();
+    let letters = InMemory::new();
+    let report = Processor::chunked(
+        source,
+        parse,
+        chunk_service(Arc::clone(&calls)),
+        16,
+        letters.clone(),
+    )
+    .max_in_flight(64)
+    .run(CancellationToken::new())
+    .await;
+    assert!(report.is_complete() && report.is_balanced(), "{report:?}");
+    assert_eq!(report.read, 300);
+    // 299 numbers: the 149 even ones delivered, the 150 odd ones and "x" dead-lettered.
+    assert_eq!(
+        (
+            report.delivered,
+            report.delivery_failures,
+            report.decode_failures
+        ),
+        (149, 150, 1)
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().all(|c| !c.is_empty() && c.len() <= 16),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.len() > 1), "items go over in chunks");
+    let handed: Vec<u32> = calls.concat();
+    let want: Vec<u32> = (0..300).filter(|&i| i != 100).collect();
+    assert_eq!(handed, want, "every item once, in the order read");
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..300).collect::<Vec<_>>());
+    let odd = letters
+        .letters()
+        .into_iter()
+        .find(|l| &l.payload[..] == b"7")
+        .unwrap();
+    assert_eq!(odd.reason, "odd 7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_failed_as_a_whole_dead_letters_each_item_and_a_short_answer_acks_none() {
+    let source = MemorySource::new(["2", "666", "4", "777", "8"]);
+    let acks = source.ack_log();
+    let calls = Arc::default();
+    let letters = InMemory::new();
+    let classify = |e: &String| Failure {
+        retryable: e.starts_with("503"),
+        ..Failure::PERMANENT
+    };
+    // Chunks of two: [2, 666] fails as a whole, [4, 777] is answered one outcome short,
+    // [8] is delivered.
+    let report = Processor::chunked(
+        source,
+        parse,
+        chunk_service(Arc::clone(&calls)),
+        2,
+        letters.clone(),
+    )
+    .classify_errors(classify)
+    .run(CancellationToken::new())
+    .await;
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        vec![vec![2, 666], vec![4, 777], vec![8]]
+    );
+    assert_eq!(
+        (
+            report.delivered,
+            report.delivery_failures,
+            report.unacknowledged
+        ),
+        (1, 2, 2)
+    );
+    let letters = letters.letters();
+    assert_eq!(letters.len(), 2);
+    for letter in &letters {
+        assert_eq!(letter.reason, "503 Service Unavailable (gave up)");
+        assert_eq!(letter.retryable, Some(true));
+    }
+    let mut acked = acks.acked();
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        vec![0, 1, 4],
+        "the short answer's items are not acknowledged"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_input_end_hook_runs_once_everything_was_handed_over_and_not_on_a_stop() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let ran = ran.clone();
+        move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let service = tower::service_fn(|_: u32| async { Ok::<_, Infallible>(()) });
+    let report = Processor::new(numbers(10), parse, service, InMemory::new())
+        .when_input_ends(hook.clone())
+        .run(CancellationToken::new())
+        .await;
+    assert_eq!((report.delivered, ran.load(Ordering::SeqCst)), (10, 1));
+
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    let service = tower::service_fn(|_: u32| async { Ok::<_, Infallible>(()) });
+    let report = Processor::new(numbers(10), parse, service, InMemory::new())
+        .when_input_ends(hook)
+        .run(stopped)
+        .await;
+    assert!(!report.is_complete());
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "not run when the run was stopped"
+    );
 }
