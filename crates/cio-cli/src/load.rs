@@ -20,6 +20,7 @@ const THRESHOLDS_FAILED: u8 = 99;
 #[command(
     after_help = "Examples:\n  cio load crates/cio-load/scenarios/smoke.toml\n  \
 cio load plan.toml --target http://127.0.0.1:7070 --summary-export summary.json --out json=series.jsonl\n  \
+cio load plan.toml --report report.html\n  \
 CIO_SITE_ID=... CIO_API_KEY=... cio load plan.toml --target eu --workspace-rate-limit 100\n\n\
 Exit codes: 0 every threshold held, 99 a threshold failed, 1 anything else (a bad file, the\n\
 test stopped early by a safety bound or Ctrl-C). The file format is in docs/load-testing.md."
@@ -39,6 +40,11 @@ pub struct LoadArgs {
     /// Write the end-of-test summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_export: Option<PathBuf>,
+    /// Write an HTML report to this file: one self-contained page with charts per scenario
+    /// (target against achieved rate, latency percentiles, errors by status, VUs and dropped
+    /// iterations over time), the thresholds and the summary. Opens from disk; fetches nothing.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Write the one-second time series: `json=FILE` (one JSON object per line).
     #[arg(long, value_name = "json=FILE", value_parser = parse_out)]
     out: Option<PathBuf>,
@@ -116,6 +122,15 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
     }
 
     let mut test = plan.load_test(&connection).map_err(|e| e.to_string())?;
+    // Opened now, so that a path that cannot be written fails before the test, not after it.
+    let html = match &args.report {
+        Some(path) => Some((
+            path,
+            File::create(path)
+                .map_err(|e| format!("cannot write --report {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
     if let Some(mock) = &mock {
         test = test.target_label(format!("mock ({})", mock.url()));
     }
@@ -154,6 +169,11 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
     if let Some(path) = &args.summary_export {
         let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some((path, mut file)) = html {
+        file.write_all(report.html().as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| format!("cannot write --report {}: {e}", path.display()))?;
     }
     if !report.passed {
         return Ok(ExitCode::from(THRESHOLDS_FAILED));

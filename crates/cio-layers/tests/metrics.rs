@@ -257,6 +257,41 @@ async fn windows_reset_counts_and_rate() {
     assert_close("p50", second.p50, Duration::from_millis(500));
 }
 
+#[tokio::test(start_paused = true)]
+async fn windows_of_a_time_series_leave_the_totals_alone() {
+    let layer = MetricsLayer::new("series");
+    let handle = layer.handle();
+    let svc = layer.layer(sleeper());
+
+    for _ in 0..4 {
+        svc.clone().oneshot(100).await.unwrap();
+    }
+    let first = handle.window();
+    assert_eq!(
+        (first.count, first.elapsed),
+        (4, Duration::from_millis(400))
+    );
+    assert_close("first p50", first.p50, Duration::from_millis(100));
+
+    for _ in 0..2 {
+        svc.clone().oneshot(300).await.unwrap();
+    }
+    let second = handle.window();
+    assert_eq!(
+        (second.count, second.elapsed),
+        (2, Duration::from_millis(600))
+    );
+    assert_close("second p50", second.p50, Duration::from_millis(300));
+
+    // The totals still hold every call, and a reset starts both over.
+    let total = handle.snapshot();
+    assert_eq!((total.count, total.elapsed), (6, Duration::from_secs(1)));
+    assert_close("total max", total.max, Duration::from_millis(300));
+    svc.clone().oneshot(50).await.unwrap();
+    handle.reset();
+    assert_eq!((handle.window().count, handle.snapshot().count), (0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_recording_loses_nothing() {
     let layer = MetricsLayer::new("threads");

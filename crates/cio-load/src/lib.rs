@@ -13,7 +13,7 @@
 //! | [`target`] | the mock, a URL, or Customer.io US/EU with credentials from the environment |
 //! | [`metrics`] | the metrics (`latency`, `service_time`, `iterations`, `dropped_iterations`, `errors`, ...) in hdrhistogram |
 //! | [`threshold`] | k6 thresholds: `p(95)<500`, `avg<200`, `rate<0.01`, `count>N`, `abort_on_fail` |
-//! | [`report`] | the [`Report`] (terminal summary, `--summary-export` JSON), the one-second [`report::Point`]s, the progress line |
+//! | [`report`] | the [`Report`] (terminal summary, `--summary-export` JSON, an HTML page with charts for `--report`), the one-second [`report::Point`]s, the progress line |
 //! | [`LoadTest`] | scenarios side by side, safety [`Bounds`], the run and its [`RunHandle`] |
 //!
 //! # A load test in code

@@ -66,6 +66,22 @@ impl MetricsHandle {
         self.recorder.snapshot(true);
     }
 
+    /// The numbers since the previous call of `window` (or since the layer was created or last
+    /// reset), leaving [`snapshot`](Self::snapshot)'s totals alone: what a report that draws a
+    /// time series and also prints the totals calls once a second. Every completion lands in
+    /// exactly one window.
+    ///
+    /// ```
+    /// use cio_layers::metrics::MetricsLayer;
+    ///
+    /// let handle = MetricsLayer::new("search").handle();
+    /// assert_eq!(handle.window().count, 0);
+    /// assert_eq!(handle.snapshot().count, 0);
+    /// ```
+    pub fn window(&self) -> Snapshot {
+        self.recorder.take_window()
+    }
+
     /// Calls started and not yet finished, right now (cheaper than a snapshot).
     pub fn in_flight(&self) -> u64 {
         self.recorder.in_flight.load(Ordering::Relaxed)
@@ -91,6 +107,8 @@ pub(crate) struct Recorder {
     in_flight: AtomicU64,
     shards: Box<[Padded<Mutex<Shard>>]>,
     window_start: Mutex<Instant>,
+    /// Start of the window [`MetricsHandle::window`] takes.
+    series_start: Mutex<Instant>,
     facade: Facade,
 }
 
@@ -108,6 +126,7 @@ impl Recorder {
             in_flight: AtomicU64::new(0),
             shards,
             window_start: Mutex::new(Instant::now()),
+            series_start: Mutex::new(Instant::now()),
             facade,
         }
     }
@@ -130,10 +149,8 @@ impl Recorder {
         let micros = latency.map(|l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
         {
             let mut shard = self.shard();
-            shard.outcomes[outcome as usize] += 1;
-            if let Some(micros) = micros {
-                shard.record(micros);
-            }
+            shard.total.record(outcome, micros);
+            shard.window.record(outcome, micros);
         }
         self.facade.outcomes[outcome as usize].increment(1);
         if let Some(latency) = latency {
@@ -156,7 +173,8 @@ impl Recorder {
         lock(&self.shards[home].0)
     }
 
-    /// Merges every shard; with `reset`, empties each as it is merged and starts a new window.
+    /// Merges every shard's totals; with `reset`, empties each (totals and window) as it is
+    /// merged and starts a new window.
     pub(crate) fn snapshot(&self, reset: bool) -> Snapshot {
         let now = Instant::now();
         let since = {
@@ -164,52 +182,37 @@ impl Recorder {
             let since = *start;
             if reset {
                 *start = now;
+                *lock(&self.series_start) = now;
             }
             since
         };
-        let mut merged = new_histogram();
-        let mut outcomes = [0u64; Outcome::ALL.len()];
+        let mut merged = Counts::new();
         for shard in self.shards.iter() {
             let mut shard = lock(&shard.0);
-            if merged.add(&shard.histogram).is_err() {
-                // Only possible if a histogram outgrew the address space; counts stay right.
-                tracing::warn!(name = %self.name, "latency shard could not be merged");
-            }
-            for (total, count) in outcomes.iter_mut().zip(shard.outcomes) {
-                *total += count;
-            }
+            merged.add(&shard.total, &self.name);
             if reset {
-                shard.histogram.reset();
-                shard.outcomes = [0; Outcome::ALL.len()];
+                shard.total.clear();
+                shard.window.clear();
             }
         }
-        let elapsed = now.saturating_duration_since(since);
-        let outcomes = OutcomeCounts::from_array(outcomes);
-        let count = outcomes.total();
-        let rate = if elapsed.is_zero() {
-            0.0
-        } else {
-            count as f64 / elapsed.as_secs_f64()
-        };
-        let at = |q: f64| micros(merged.value_at_quantile(q), &merged);
-        Snapshot {
-            count,
-            elapsed,
-            rate,
-            p50: at(0.50),
-            p90: at(0.90),
-            p95: at(0.95),
-            p99: at(0.99),
-            p999: at(0.999),
-            max: micros(merged.max(), &merged),
-            mean: if merged.is_empty() {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(merged.mean() / 1e6)
-            },
-            outcomes,
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+        merged.snapshot(now.saturating_duration_since(since), self.in_flight())
+    }
+
+    /// Merges and empties every shard's window, and starts the next.
+    pub(crate) fn take_window(&self) -> Snapshot {
+        let now = Instant::now();
+        let since = std::mem::replace(&mut *lock(&self.series_start), now);
+        let mut merged = Counts::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(&shard.0);
+            merged.add(&shard.window, &self.name);
+            shard.window.clear();
         }
+        merged.snapshot(now.saturating_duration_since(since), self.in_flight())
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 
@@ -257,24 +260,87 @@ impl fmt::Debug for InFlight {
     }
 }
 
-/// What one shard counts: calls by outcome and the latency of those that completed.
+/// What one shard counts, since the layer was created or reset (`total`) and since the last
+/// [`MetricsHandle::window`] (`window`).
 struct Shard {
-    outcomes: [u64; Outcome::ALL.len()],
-    histogram: Histogram<u64>,
+    total: Counts,
+    window: Counts,
 }
 
 impl Shard {
     fn new() -> Self {
         Shard {
+            total: Counts::new(),
+            window: Counts::new(),
+        }
+    }
+}
+
+/// Calls by outcome and the latency of those that completed.
+struct Counts {
+    outcomes: [u64; Outcome::ALL.len()],
+    histogram: Histogram<u64>,
+}
+
+impl Counts {
+    fn new() -> Self {
+        Counts {
             outcomes: [0; Outcome::ALL.len()],
             histogram: new_histogram(),
         }
     }
 
-    fn record(&mut self, micros: u64) {
+    fn record(&mut self, outcome: Outcome, micros: Option<u64>) {
+        self.outcomes[outcome as usize] += 1;
+        let Some(micros) = micros else { return };
         if self.histogram.record(micros).is_err() {
             // Past what the histogram can grow to (about 146,000 years): keep it, at the top.
             self.histogram.saturating_record(micros);
+        }
+    }
+
+    fn add(&mut self, other: &Counts, name: &str) {
+        if self.histogram.add(&other.histogram).is_err() {
+            // Only possible if a histogram outgrew the address space; counts stay right.
+            tracing::warn!(%name, "latency shard could not be merged");
+        }
+        for (total, count) in self.outcomes.iter_mut().zip(other.outcomes) {
+            *total += count;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.histogram.reset();
+        self.outcomes = [0; Outcome::ALL.len()];
+    }
+
+    fn snapshot(&self, elapsed: Duration, in_flight: u64) -> Snapshot {
+        let merged = &self.histogram;
+        let outcomes = OutcomeCounts::from_array(self.outcomes);
+        let count = outcomes.total();
+        let rate = if elapsed.is_zero() {
+            0.0
+        } else {
+            count as f64 / elapsed.as_secs_f64()
+        };
+        let at = |q: f64| micros(merged.value_at_quantile(q), merged);
+        Snapshot {
+            count,
+            elapsed,
+            rate,
+            p50: at(0.50),
+            p90: at(0.90),
+            p95: at(0.95),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: micros(merged.max(), merged),
+            mean: if merged.is_empty() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(merged.mean() / 1e6)
+            },
+            outcomes,
+            in_flight,
         }
     }
 }

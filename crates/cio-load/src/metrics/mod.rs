@@ -206,6 +206,14 @@ struct State {
     /// By (operation, status): a handful of keys, found faster by a scan than by hashing.
     totals: Vec<(Key, Series)>,
     window: Series,
+    /// Failed iterations of the window, by status.
+    window_errors: Vec<(Cow<'static, str>, u64)>,
+}
+
+/// One window of a scenario: its numbers and its failed iterations by status.
+pub(crate) struct Window {
+    pub series: Series,
+    pub errors_by_status: Vec<(String, u64)>,
 }
 
 /// The live numbers of one scenario, shared by its executor, its iterations and the sampler.
@@ -233,6 +241,7 @@ impl ScenarioMetrics {
             state: Mutex::new(State {
                 totals: Vec::new(),
                 window: Series::new(),
+                window_errors: Vec::new(),
             }),
             started: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -250,8 +259,21 @@ impl ScenarioMetrics {
     /// Records a completed iteration.
     pub fn record(&self, outcome: &Outcome, latency: Duration, service: Duration) {
         let mut state = self.lock();
-        let State { totals, window } = &mut *state;
+        let State {
+            totals,
+            window,
+            window_errors,
+        } = &mut *state;
         window.record(outcome, latency, service);
+        if outcome.failed {
+            match window_errors
+                .iter_mut()
+                .find(|(st, _)| *st == outcome.status)
+            {
+                Some((_, n)) => *n += 1,
+                None => window_errors.push((outcome.status.clone(), 1)),
+            }
+        }
         let found = totals
             .iter()
             .position(|((op, st), _)| *op == outcome.operation && *st == outcome.status);
@@ -276,9 +298,19 @@ impl ScenarioMetrics {
     }
 
     /// Takes the window since the last call and starts a new one.
-    pub fn take_window(&self) -> Series {
+    pub fn take_window(&self) -> Window {
         let fresh = Series::new();
-        std::mem::replace(&mut self.lock().window, fresh)
+        let mut state = self.lock();
+        let series = std::mem::replace(&mut state.window, fresh);
+        let errors_by_status = state
+            .window_errors
+            .drain(..)
+            .map(|(st, n)| (st.into_owned(), n))
+            .collect();
+        Window {
+            series,
+            errors_by_status,
+        }
     }
 
     /// A copy of the totals, by (operation, status).

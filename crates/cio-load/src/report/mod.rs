@@ -1,5 +1,6 @@
 //! What a load test reports: the [`Report`] (printed by [`Report::render`], exported as JSON by
-//! `--summary-export`) and the one-second [`Point`]s of the time series (`--out json=FILE`).
+//! `--summary-export`, drawn as HTML by [`Report::html`] for `--report`) and the one-second
+//! [`Point`]s of the time series (`--out json=FILE`).
 //!
 //! The JSON shapes are stable (`version` 1); `docs/load-testing.md` documents them too, and a
 //! test (`crates/cio-cli/tests/load_command.rs`) checks that both tables match a real export.
@@ -52,12 +53,15 @@
 //! | `scenario` | string | the scenario |
 //! | `target_rate` | number or null | arrival rate planned at the end of the window (null for VU executors) |
 //! | `{started,iterations,dropped_iterations,errors,entries}` | numbers | in the window |
+//! | `errors_by_status.*` | numbers, optional | failed iterations of the window by status (`503`, `timeout`); absent when none failed |
+//! | `window_s` | number | the window's length, seconds (1; the last is shorter) |
 //! | `rate` | number | iterations completed per second of the window |
 //! | `error_rate` | number | `errors / iterations` |
 //! | `{latency,service_time}.{count,avg,min,p50,p90,p95,p99,max}` | numbers | TREND of the iterations completed in the window, ms |
 //! | `{vus,vus_max}` | numbers | VUs busy and allocated at the end of the window |
 //! <!-- /series-fields -->
 
+pub mod html;
 mod progress;
 mod text;
 
@@ -253,10 +257,15 @@ pub struct Point {
     pub dropped_iterations: u64,
     /// Iterations that failed in the window.
     pub errors: u64,
+    /// Of those, by status (`503`, `timeout`, ...); left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_status: BTreeMap<String, u64>,
     /// `errors / iterations`.
     pub error_rate: f64,
     /// Operations carried.
     pub entries: u64,
+    /// The window's length, seconds (1, but the last one of a scenario is shorter).
+    pub window_s: f64,
     /// Latency of the iterations completed in the window, ms.
     pub latency: TrendStats,
     /// Service time of the same, ms.

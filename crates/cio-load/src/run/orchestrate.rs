@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Live, LoadTest, Warnings};
 use crate::executor::{self, IterationBudget, ScenarioContext};
-use crate::metrics::{MetricsStore, ScenarioMetrics, Series, TrendStats};
+use crate::metrics::{MetricsStore, ScenarioMetrics, TrendStats, Window};
 use crate::report::{Point, Report};
 use crate::scenario::Scenario;
 use crate::threshold::Threshold;
@@ -191,7 +191,10 @@ fn sample(
         ..Live::default()
     };
     for r in running.iter_mut() {
-        let w: Series = r.metrics.take_window();
+        let Window {
+            series: w,
+            errors_by_status,
+        } = r.metrics.take_window();
         let started = r.metrics.started.load(Relaxed);
         let dropped = r.metrics.dropped.load(Relaxed);
         let (d_started, d_dropped) = (started - r.last_started, dropped - r.last_dropped);
@@ -219,12 +222,14 @@ fn sample(
             rate: w.count as f64 / secs,
             dropped_iterations: d_dropped,
             errors: w.failed,
+            errors_by_status: errors_by_status.into_iter().collect(),
             error_rate: if w.count == 0 {
                 0.0
             } else {
                 w.failed as f64 / w.count as f64
             },
             entries: w.entries,
+            window_s: secs,
             latency: TrendStats::of(&w.latency),
             service_time: TrendStats::of(&w.service),
             vus,

@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::common::ConcurrencyArg;
 use crate::delivery::{Delivery, DeliverySettings};
 
+mod timeline;
+
+use timeline::Timeline;
+
 /// Flags of `cio demo`.
 #[derive(Args, Debug)]
 #[command(after_help = "Example:\n  cio demo --events 200000\n\n\
@@ -50,6 +54,11 @@ pub struct DemoArgs {
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<std::path::PathBuf>,
+    /// Write an HTML report to this file: the two runs side by side, with events delivered,
+    /// requests by status against the limit, latency per call and events in flight over time.
+    /// One self-contained page; fetches nothing.
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
     /// Only write the synthetic events (JSON lines) to this file and exit: input for
     /// `cio pipe` benchmarks.
     #[arg(long, value_name = "FILE")]
@@ -113,6 +122,10 @@ fn ulid_like(seed: u64, i: usize) -> String {
     s
 }
 
+/// How often `--report`'s charts take a sample: a batched run of the default size lasts a
+/// few seconds.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
 struct Run {
     report: Report,
     stats: StatsSnapshot,
@@ -121,6 +134,7 @@ struct Run {
     p95: Duration,
     p99: Duration,
     elapsed: Duration,
+    samples: Vec<timeline::Sample>,
 }
 
 async fn run_path(
@@ -161,40 +175,47 @@ async fn run_path(
     );
     bar.set_prefix(label.to_owned());
     let shutdown = CancellationToken::new();
-    let ticker = {
-        let (bar, progress, shutdown, metrics) = (
-            bar.clone(),
+    let mut timeline = Timeline::start(progress.clone(), delivery.metrics().clone());
+    let limit = delivery.concurrency().cloned();
+    let started = Instant::now();
+    let report = {
+        let run = delivery.run(
+            source,
+            letters,
+            settings,
             progress.clone(),
             shutdown.clone(),
-            delivery.metrics().clone(),
         );
-        let limit = delivery.concurrency().cloned();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                bar.set_position(progress.delivered() + progress.dead_lettered());
-                bar.set_message(format!(
-                    "| in flight {} | concurrency {} | requests {}",
-                    progress.in_flight(),
-                    limit
-                        .as_ref()
-                        .map(|c| c.limit().to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    metrics.snapshot().count
-                ));
-                if budget.is_some_and(|b| started.elapsed() >= b) {
-                    shutdown.cancel();
-                }
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sample = SAMPLE_EVERY;
+        loop {
+            tokio::select! {
+                report = &mut run => break report,
+                _ = tick.tick() => {}
             }
-        })
+            bar.set_position(progress.delivered() + progress.dead_lettered());
+            bar.set_message(format!(
+                "| in flight {} | concurrency {} | requests {}",
+                progress.in_flight(),
+                limit
+                    .as_ref()
+                    .map(|c| c.limit().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                delivery.metrics().snapshot().count
+            ));
+            if started.elapsed() >= next_sample {
+                timeline.sample(mock.stats().by_status);
+                next_sample += SAMPLE_EVERY;
+            }
+            if budget.is_some_and(|b| started.elapsed() >= b) {
+                shutdown.cancel();
+            }
+        }
     };
-    let started = Instant::now();
-    let report = delivery
-        .run(source, letters, settings, progress, shutdown)
-        .await;
     let elapsed = started.elapsed();
-    ticker.abort();
+    timeline.sample(mock.stats().by_status);
     bar.finish_and_clear();
     let m = delivery.metrics().snapshot();
     Ok(Run {
@@ -205,6 +226,7 @@ async fn run_path(
         p99: m.p99,
         report,
         elapsed,
+        samples: timeline.into_samples(),
     })
 }
 
@@ -222,6 +244,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Opened now, so that a path that cannot be written fails before the runs, not after them.
+    let mut html = match &args.report {
+        Some(path) => Some((
+            path,
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot write --report {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let input = dir.path().join("events.jsonl");
@@ -352,6 +383,39 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             serde_json::to_vec_pretty(&summary).unwrap_or_default(),
         )
         .map_err(|e| format!("cannot write --summary-json {}: {e}", path.display()))?;
+    }
+    if let Some((path, file)) = html.as_mut() {
+        let mut meta = vec![
+            format!(
+                "{} synthetic operations ({with_id} events with ids), seed {}, against the embedded mock{}",
+                args.events,
+                args.seed,
+                if args.tls { " over https" } else { "" }
+            ),
+            format!(
+                "mock: Track limit {}/s, latency p50 20 ms and p99 120 ms, 1 % 5xx, 0.5 % 429",
+                args.rate
+            ),
+            format!(
+                "proof: {} distinct event ids of {with_id} sent, {} duplicates: {}",
+                batched.stats.unique_event_ids,
+                batched.stats.duplicate_event_ids,
+                if exact { "every event arrived exactly once" } else { "MISMATCH" }
+            ),
+        ];
+        let mut runs = vec![("batched: v2 /batch through the full stack", &batched)];
+        if let Some(u) = &unbatched {
+            let unbatched_rate = u.report.delivered as f64 / u.elapsed.as_secs_f64();
+            meta.push(format!(
+                "side by side: batched {batched_rate:.0} events/s, unbatched {unbatched_rate:.0} events/s: {:.0}x",
+                batched_rate / unbatched_rate.max(f64::MIN_POSITIVE)
+            ));
+            runs.push(("unbatched: v1, one request per operation", u));
+        }
+        let page = timeline::page(meta, exact, &runs, args.rate);
+        file.write_all(page.render().as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| format!("cannot write --report {}: {e}", path.display()))?;
     }
     mock.shutdown().await;
     if exact {
