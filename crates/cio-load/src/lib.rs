@@ -7,7 +7,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | scenario files (TOML or JSON) read into a checked [`Plan`], errors with file, line and field |
-//! | [`scenario`] | [`Scenario`] and [`Executor`]: `constant-arrival-rate`, `ramping-arrival-rate`, `constant-vus`, `ramping-vus` |
+//! | [`scenario`] | [`Scenario`] and [`Executor`]: `constant-arrival-rate`, `ramping-arrival-rate`, `constant-vus`, `ramping-vus`, `shared-iterations`, `per-vu-iterations` |
 //! | [`schedule`] | when iterations are due (the open model's arithmetic) and how many VUs run |
 //! | [`workload`] | what an iteration does: [`workload::CioWorkload`] (identify, track, v2 batch, transactional through the raw clients or the layer stack), [`workload::ServiceWorkload`] (any `tower::Service<Operation>`), closures; seeded payloads |
 //! | [`target`] | the mock, a URL, or Customer.io US/EU with credentials from the environment |

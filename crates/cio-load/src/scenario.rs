@@ -7,6 +7,8 @@
 //! | [`Executor::RampingArrivalRate`] | open | from `start_rate`, linearly through `stages` | the same pool |
 //! | [`Executor::ConstantVus`] | closed | each VU starts its next iteration when the last ends | `vus` |
 //! | [`Executor::RampingVus`] | closed | the same | from `start_vus`, linearly through `stages` |
+//! | [`Executor::SharedIterations`] | closed | `iterations` in all, each free VU takes the next, within `max_duration` | `vus` |
+//! | [`Executor::PerVuIterations`] | closed | `iterations` per VU, back to back, within `max_duration` | `vus` |
 //!
 //! In the open model an iteration whose instant has come while every VU is busy (and `max_vus`
 //! are in use) is counted in `dropped_iterations`: it is never started late, so a slow target
@@ -82,7 +84,32 @@ pub enum Executor {
         /// [`DEFAULT_GRACEFUL_RAMP_DOWN`] in scenario files).
         graceful_ramp_down: Duration,
     },
+    /// `shared-iterations`: `iterations` in all, shared by `vus` VUs (a VU that is free takes
+    /// the next, so a fast VU does more); the scenario ends when all are done, or at
+    /// `max_duration`.
+    SharedIterations {
+        /// The VUs.
+        vus: u32,
+        /// Iterations in all (at least `vus`).
+        iterations: u64,
+        /// The longest the scenario may run (k6's `maxDuration`, [`DEFAULT_ITERATIONS_MAX_DURATION`] in
+        /// scenario files); no iteration starts after it.
+        max_duration: Duration,
+    },
+    /// `per-vu-iterations`: each of `vus` VUs runs `iterations` back to back; the scenario ends
+    /// when every VU is done, or at `max_duration`.
+    PerVuIterations {
+        /// The VUs.
+        vus: u32,
+        /// Iterations per VU.
+        iterations: u64,
+        /// The longest the scenario may run.
+        max_duration: Duration,
+    },
 }
+
+/// k6's default `maxDuration` for the `-iterations` executors: ten minutes.
+pub const DEFAULT_ITERATIONS_MAX_DURATION: Duration = Duration::from_secs(600);
 
 impl Executor {
     /// The k6 name (`constant-arrival-rate`, ...).
@@ -92,6 +119,8 @@ impl Executor {
             Executor::RampingArrivalRate { .. } => "ramping-arrival-rate",
             Executor::ConstantVus { .. } => "constant-vus",
             Executor::RampingVus { .. } => "ramping-vus",
+            Executor::SharedIterations { .. } => "shared-iterations",
+            Executor::PerVuIterations { .. } => "per-vu-iterations",
         }
     }
 
@@ -103,11 +132,23 @@ impl Executor {
         )
     }
 
-    /// How long iterations are started (without `start_time` and `graceful_stop`).
+    /// Whether it runs a fixed number of iterations (`shared-iterations`, `per-vu-iterations`)
+    /// and ends when they are done.
+    pub fn is_iteration_count(&self) -> bool {
+        matches!(
+            self,
+            Executor::SharedIterations { .. } | Executor::PerVuIterations { .. }
+        )
+    }
+
+    /// How long iterations are started (without `start_time` and `graceful_stop`); for the
+    /// `-iterations` executors, the most: `max_duration`.
     pub fn duration(&self) -> Duration {
         match self {
             Executor::ConstantArrivalRate { duration, .. }
             | Executor::ConstantVus { duration, .. } => *duration,
+            Executor::SharedIterations { max_duration, .. }
+            | Executor::PerVuIterations { max_duration, .. } => *max_duration,
             Executor::RampingArrivalRate { stages, .. } | Executor::RampingVus { stages, .. } => {
                 stages.iter().map(|s| s.duration).sum()
             }
@@ -119,7 +160,9 @@ impl Executor {
         match self {
             Executor::ConstantArrivalRate { max_vus, .. }
             | Executor::RampingArrivalRate { max_vus, .. } => *max_vus,
-            Executor::ConstantVus { vus, .. } => *vus,
+            Executor::ConstantVus { vus, .. }
+            | Executor::SharedIterations { vus, .. }
+            | Executor::PerVuIterations { vus, .. } => *vus,
             Executor::RampingVus {
                 start_vus, stages, ..
             } => stages.iter().map(|s| s.target).fold(*start_vus, u32::max),
@@ -190,10 +233,16 @@ impl Executor {
         )
     }
 
-    /// The iterations it plans to start; `None` for the closed model.
+    /// The iterations it plans to start: the open model's schedule, or the `-iterations`
+    /// executors' count; `None` for `constant-vus` and `ramping-vus`.
     pub fn planned_iterations(&self) -> Option<u64> {
-        if !self.is_arrival_rate() {
-            return None;
+        match self {
+            Executor::SharedIterations { iterations, .. } => return Some(*iterations),
+            Executor::PerVuIterations {
+                vus, iterations, ..
+            } => return Some(u64::from(*vus).saturating_mul(*iterations)),
+            _ if !self.is_arrival_rate() => return None,
+            _ => {}
         }
         let total: f64 = self
             .rate_segments()
@@ -245,6 +294,26 @@ impl Executor {
                 positive(&mut out, "duration", *duration);
             }
             Executor::RampingVus { stages, .. } => stages_ok(&mut out, stages),
+            Executor::SharedIterations {
+                vus,
+                iterations,
+                max_duration,
+            } => {
+                iterations_ok(&mut out, *vus, *iterations, *max_duration);
+                if *iterations < u64::from(*vus) {
+                    out.push((
+                        "iterations",
+                        format!(
+                            "is {iterations}, fewer than vus ({vus}): every VU needs at least one iteration to share (k6 refuses this too)"
+                        ),
+                    ));
+                }
+            }
+            Executor::PerVuIterations {
+                vus,
+                iterations,
+                max_duration,
+            } => iterations_ok(&mut out, *vus, *iterations, *max_duration),
         }
         out
     }
@@ -273,6 +342,21 @@ fn stages_ok(out: &mut Vec<(&'static str, String)>, stages: &[Stage]) {
         ));
     } else if stages.iter().all(|s| s.duration.is_zero()) {
         out.push(("stages", "the stages last zero seconds in total".to_owned()));
+    }
+}
+
+fn iterations_ok(out: &mut Vec<(&'static str, String)>, vus: u32, iterations: u64, max: Duration) {
+    if vus == 0 {
+        out.push(("vus", "must be at least 1".to_owned()));
+    }
+    if iterations == 0 {
+        out.push(("iterations", "must be at least 1".to_owned()));
+    }
+    if max.is_zero() {
+        out.push((
+            "max_duration",
+            "must be more than zero (e.g. \"10m\", k6's default)".to_owned(),
+        ));
     }
 }
 

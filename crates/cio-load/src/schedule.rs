@@ -77,6 +77,12 @@ impl Iterator for ArrivalSchedule {
 pub fn target_vus(executor: &Executor, t: Duration) -> Option<u32> {
     match executor {
         Executor::ConstantVus { vus, duration } => (t < *duration).then_some(*vus),
+        Executor::SharedIterations {
+            vus, max_duration, ..
+        }
+        | Executor::PerVuIterations {
+            vus, max_duration, ..
+        } => (t < *max_duration).then_some(*vus),
         Executor::RampingVus {
             start_vus, stages, ..
         } => {

@@ -320,3 +320,114 @@ workload = { mix = { track = 1 } }
         "{err}"
     );
 }
+
+#[test]
+fn the_iteration_executors_take_k6s_fields_and_defaults() {
+    let plan = toml(
+        r#"
+[scenarios.shared]
+executor = "shared-iterations"
+vus = 4
+iterations = 200
+maxDuration = "30s"
+
+[scenarios.each]
+executor = "per-vu-iterations"
+vus = 3
+iterations = 10
+
+[scenarios.once]
+executor = "shared-iterations"
+"#,
+    )
+    .unwrap();
+    let by_name = |n: &str| {
+        &plan
+            .scenarios
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap()
+            .executor
+    };
+    assert_eq!(
+        by_name("shared"),
+        &Executor::SharedIterations {
+            vus: 4,
+            iterations: 200,
+            max_duration: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(
+        by_name("each"),
+        &Executor::PerVuIterations {
+            vus: 3,
+            iterations: 10,
+            max_duration: Duration::from_secs(600),
+        }
+    );
+    // k6's defaults: one VU, one iteration, ten minutes at most.
+    assert_eq!(
+        by_name("once"),
+        &Executor::SharedIterations {
+            vus: 1,
+            iterations: 1,
+            max_duration: Duration::from_secs(600),
+        }
+    );
+    assert_eq!(by_name("each").planned_iterations(), Some(30));
+
+    let p = problems("[scenarios.a]\nexecutor = \"shared-iterations\"\nvus = 5\niterations = 2\n");
+    assert!(
+        p[0].to_string().contains("`scenarios.a.iterations`")
+            && p[0].to_string().contains("fewer than vus (5)"),
+        "{}",
+        p[0]
+    );
+    let p =
+        problems("[scenarios.a]\nexecutor = \"constant-vus\"\nduration = \"1s\"\niterations = 2\n");
+    assert!(
+        p[0].to_string()
+            .contains("belongs to shared-iterations and per-vu-iterations"),
+        "{}",
+        p[0]
+    );
+}
+
+#[test]
+fn misspelt_fields_and_executors_get_a_guess() {
+    let p = problems("[scenarios.a]\nexecutor = \"constant-vus\"\nduraton = \"10s\"\n");
+    let shown = p[0].to_string();
+    assert!(shown.contains("did you mean `duration`?"), "{shown}");
+
+    let p = problems("[scenarios.a]\nexecutor = \"constant-velocity\"\n");
+    let shown = p[0].to_string();
+    assert!(shown.contains("did you mean \"constant-vus\"?"), "{shown}");
+    assert!(
+        shown.contains("expected one of constant-arrival-rate"),
+        "{shown}"
+    );
+
+    // The seed's executor: k6 has none of that name.
+    let p = problems("[scenarios.a]\nexecutor = \"ramping-rate\"\n");
+    let shown = p[0].to_string();
+    assert!(
+        shown.contains(
+            "k6 has no executor of that name; `ramping-arrival-rate` is the open-model one"
+        ),
+        "{shown}"
+    );
+
+    // The same guess in JSON.
+    let p = match Plan::from_json_str(
+        r#"{"scenarios": {"a": {"executor": "constant-vus", "duration": "1s", "gracefull_stop": "1s"}}}"#,
+        Path::new("plan.json"),
+    ) {
+        Err(LoadError::Invalid(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        p[0].to_string().contains("did you mean `graceful_stop`?"),
+        "{}",
+        p[0]
+    );
+}

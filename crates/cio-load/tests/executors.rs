@@ -401,3 +401,117 @@ async fn a_test_runs_on_threads_of_its_own() {
     assert!(report.aborted.is_some(), "{:?}", report.aborted);
     assert!(report.scenarios["long"].iterations < 6000);
 }
+
+/// When each iteration started, by iteration number.
+type Starts = Arc<std::sync::Mutex<Vec<(u64, Instant)>>>;
+
+/// A workload that records when each iteration started; iteration 0 takes `slow`, every other
+/// one 10 ms.
+fn recording(slow: Duration) -> (impl cio_load::Workload, Starts) {
+    let starts = Starts::default();
+    let log = Arc::clone(&starts);
+    let workload = workload_fn(move |it| {
+        let log = Arc::clone(&log);
+        async move {
+            let sent = Instant::now();
+            log.lock().unwrap().push((it.number, sent));
+            let d = if it.number == 0 {
+                slow
+            } else {
+                Duration::from_millis(10)
+            };
+            tokio::time::sleep(d).await;
+            Outcome::success("sleep", "200", sent)
+        }
+    });
+    (workload, starts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shared_iterations_run_the_count_once_with_free_vus_taking_the_next() {
+    let t0 = Instant::now();
+    let (workload, starts) = recording(Duration::from_secs(1));
+    let report = run_alone(Scenario::new(
+        "shared",
+        Executor::SharedIterations {
+            vus: 2,
+            iterations: 4,
+            max_duration: secs(600.0),
+        },
+        workload,
+    ))
+    .await;
+    let s = &report.scenarios["shared"];
+    assert_eq!((s.started, s.iterations), (4, 4));
+    assert_eq!(s.planned_iterations, Some(4));
+    assert_eq!(s.target_rate, None);
+    // While one VU is stuck in iteration 0 for a second, the other takes 1, 2 and 3 at once.
+    let starts = starts.lock().unwrap().clone();
+    let last = starts.iter().find(|(n, _)| *n == 3).unwrap().1;
+    assert!(last - t0 < Duration::from_millis(50), "{:?}", last - t0);
+    // It ends when the iterations are done, and its duration and rate are over that time.
+    assert!((s.duration_s - 1.0).abs() < 0.05, "{}", s.duration_s);
+    assert!((s.achieved_rate - 4.0).abs() < 0.3, "{}", s.achieved_rate);
+    assert!(report.duration_s < 1.1, "{}", report.duration_s);
+    assert_eq!(
+        s.plan,
+        "4 iterations shared among 2 VUs (maxDuration: 10m, gracefulStop: 30s)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_vu_iterations_give_each_vu_its_own_count() {
+    let t0 = Instant::now();
+    let (workload, starts) = recording(Duration::from_secs(1));
+    let report = run_alone(Scenario::new(
+        "each",
+        Executor::PerVuIterations {
+            vus: 2,
+            iterations: 2,
+            max_duration: secs(600.0),
+        },
+        workload,
+    ))
+    .await;
+    let s = &report.scenarios["each"];
+    assert_eq!((s.started, s.iterations), (4, 4));
+    assert_eq!(s.planned_iterations, Some(4));
+    // The free VU stops after its own two; the slow one's second iteration (number 3) starts
+    // only when iteration 0 ends, a second in.
+    let starts = starts.lock().unwrap().clone();
+    let last = starts.iter().find(|(n, _)| *n == 3).unwrap().1;
+    assert!(
+        (last - t0).as_secs_f64() >= 1.0 && (last - t0).as_secs_f64() < 1.05,
+        "{:?}",
+        last - t0
+    );
+    assert!((s.duration_s - 1.01).abs() < 0.05, "{}", s.duration_s);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_iteration_executors_stop_starting_at_max_duration() {
+    for executor in [
+        Executor::SharedIterations {
+            vus: 1,
+            iterations: 1_000,
+            max_duration: secs(1.0),
+        },
+        Executor::PerVuIterations {
+            vus: 1,
+            iterations: 1_000,
+            max_duration: secs(1.0),
+        },
+    ] {
+        let name = executor.name();
+        let report = run_alone(
+            Scenario::new("capped", executor, sleeping(Duration::from_millis(300)))
+                .graceful_stop(Duration::ZERO),
+        )
+        .await;
+        let s = &report.scenarios["capped"];
+        // Starts at 0, 0.3, 0.6 and 0.9 s; the one running at 1 s is interrupted (no grace).
+        assert_eq!(s.started, 4, "{name}");
+        assert_eq!((s.iterations, s.interrupted_iterations), (3, 1), "{name}");
+        assert!(report.duration_s < 1.05, "{name}: {}", report.duration_s);
+    }
+}

@@ -137,6 +137,9 @@ pub(crate) struct FileScenario {
     #[serde(alias = "maxVUs")]
     pub max_vus: Option<u32>,
     pub vus: Option<u32>,
+    pub iterations: Option<u64>,
+    #[serde(alias = "maxDuration")]
+    pub max_duration: Option<Dur>,
     #[serde(alias = "startVUs")]
     pub start_vus: Option<u32>,
     #[serde(alias = "gracefulStop")]

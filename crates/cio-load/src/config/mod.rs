@@ -32,6 +32,7 @@
 //! The full reference is `docs/load-testing.md`.
 
 mod file;
+mod guess;
 mod locate;
 mod validate;
 
@@ -171,7 +172,7 @@ impl Plan {
                 &source,
                 offset,
                 field,
-                e.message().trim(),
+                &guess::unknown_field(e.message().trim()),
             )])
         })?;
         Plan::checked(parsed, file, &source)
@@ -185,11 +186,8 @@ impl Plan {
             let line_text = text.lines().nth(line.saturating_sub(1)).map(str::to_owned);
             // serde_json appends " at line L column C"; the location says it already.
             let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            let message = guess::unknown_field(message);
             LoadError::Invalid(vec![Problem {
                 location: Location {
                     file: file.to_owned(),

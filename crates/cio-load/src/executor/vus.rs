@@ -6,6 +6,11 @@
 //! change. A VU removed by a ramp-down (`ramping-vus`) has `graceful_ramp_down` to finish its
 //! current iteration, which is interrupted after that. At the end of the duration no VU starts
 //! another iteration, and those still running get `graceful_stop`.
+//!
+//! The `-iterations` executors run the same VUs with an [`Allowance`]: `shared-iterations` hands
+//! out one count from a shared pool to whichever VU is free, `per-vu-iterations` gives each VU
+//! its own. A VU whose allowance is spent ends; the scenario ends when every VU has, or at
+//! `max_duration` (then `graceful_stop`), whichever comes first.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -40,18 +45,48 @@ pub(crate) async fn run(
         } => Some(*graceful_ramp_down),
         _ => None,
     };
+    let shared = match executor {
+        Executor::SharedIterations { iterations, .. } => {
+            Some(Arc::new(AtomicU64::new(*iterations)))
+        }
+        _ => None,
+    };
+    let allowance = || match (executor, &shared) {
+        (_, Some(pool)) => Allowance::Shared(Arc::clone(pool)),
+        (Executor::PerVuIterations { iterations, .. }, _) => Allowance::Own(*iterations),
+        _ => Allowance::Unlimited,
+    };
     ctx.metrics.allocated_vus.store(u64::from(max), Relaxed);
     let mut set: JoinSet<()> = JoinSet::new();
     for i in 0..max {
         set.spawn(vu_loop(
             ctx.clone(),
-            i,
-            rx.clone(),
-            ended.clone(),
-            end,
-            counter.clone(),
-            ramp_down,
+            Vu {
+                index: i,
+                wanted: rx.clone(),
+                ended: ended.clone(),
+                end,
+                counter: counter.clone(),
+                ramp_down,
+                allowance: allowance(),
+            },
         ));
+    }
+    if executor.is_iteration_count() {
+        // A fixed VU count: nothing to control; wait for every VU to spend its allowance, or
+        // for `max_duration`.
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.abort.cancelled() => break,
+                _ = sleep_until(end) => break,
+                next = set.join_next() => {
+                    if next.is_none() {
+                        return;
+                    }
+                }
+            }
+        }
     }
     // The controller: publish the wanted VU count until the end.
     loop {
@@ -80,15 +115,31 @@ pub(crate) async fn run(
     .await;
 }
 
-async fn vu_loop(
-    ctx: ScenarioContext,
+/// One VU of a scenario and what it goes by.
+struct Vu {
+    /// It runs while the wanted VU count is above its index.
     index: u32,
-    mut wanted: watch::Receiver<u32>,
+    wanted: watch::Receiver<u32>,
+    /// Cancelled when the scenario's duration is over.
     ended: CancellationToken,
     end: Instant,
+    /// Numbers the iterations of the scenario.
     counter: Arc<AtomicU64>,
+    /// `graceful_ramp_down` for `ramping-vus`.
     ramp_down: Option<Duration>,
-) {
+    allowance: Allowance,
+}
+
+async fn vu_loop(ctx: ScenarioContext, vu: Vu) {
+    let Vu {
+        index,
+        mut wanted,
+        ended,
+        end,
+        counter,
+        ramp_down,
+        mut allowance,
+    } = vu;
     loop {
         if ended.is_cancelled() || ctx.abort.is_cancelled() || Instant::now() >= end {
             return;
@@ -105,6 +156,9 @@ async fn vu_loop(
             }
             continue;
         }
+        if !allowance.take() {
+            return;
+        }
         if !ctx.budget.take() {
             ctx.budget_spent();
             return;
@@ -115,6 +169,35 @@ async fn vu_loop(
             // A constant VU count never ramps down: nothing to watch.
             None => iteration.await,
             Some(grace) => ramped_down_within(iteration, index, &mut wanted, grace).await,
+        }
+    }
+}
+
+/// How many more iterations a VU may start.
+enum Allowance {
+    /// As many as fit in the duration (`constant-vus`, `ramping-vus`).
+    Unlimited,
+    /// One at a time from a pool every VU of the scenario shares (`shared-iterations`).
+    Shared(Arc<AtomicU64>),
+    /// Its own count (`per-vu-iterations`).
+    Own(u64),
+}
+
+impl Allowance {
+    /// Takes one iteration; false when none is left.
+    fn take(&mut self) -> bool {
+        match self {
+            Allowance::Unlimited => true,
+            Allowance::Shared(pool) => pool
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+            Allowance::Own(left) => match left.checked_sub(1) {
+                Some(rest) => {
+                    *left = rest;
+                    true
+                }
+                None => false,
+            },
         }
     }
 }

@@ -232,6 +232,8 @@ pub(crate) struct ScenarioMetrics {
     pub allocated_vus: AtomicU64,
     /// The most VUs that ran an iteration at once.
     pub peak_vus: AtomicU64,
+    /// How long its executor ran, µs (set when it ends; 0 before).
+    pub ran_micros: AtomicU64,
 }
 
 impl ScenarioMetrics {
@@ -249,6 +251,7 @@ impl ScenarioMetrics {
             active_vus: AtomicU64::new(0),
             allocated_vus: AtomicU64::new(0),
             peak_vus: AtomicU64::new(0),
+            ran_micros: AtomicU64::new(0),
         }
     }
 
@@ -290,6 +293,11 @@ impl ScenarioMetrics {
         let now = self.active_vus.fetch_add(1, Relaxed) + 1;
         self.peak_vus.fetch_max(now, Relaxed);
         now
+    }
+
+    /// Its executor ended, `ran` after it started.
+    pub fn ran(&self, ran: Duration) {
+        self.ran_micros.store(micros(ran), Relaxed);
     }
 
     /// A VU is free again.

@@ -26,8 +26,8 @@
 //! | `metrics.{latency,service_time}.{count,avg,min,p50,p90,p95,p99,max}` | numbers | TREND over all scenarios, ms |
 //! | `scenarios.*.executor` | string | `constant-arrival-rate`, … |
 //! | `scenarios.*.plan` | string | the plan in words |
-//! | `scenarios.*.{start_time_s,duration_s}` | numbers | its start time and planned duration, seconds |
-//! | `scenarios.*.{planned_iterations,target_rate}` | number or null | iterations planned and their rate per second (open model; null for VU executors) |
+//! | `scenarios.*.{start_time_s,duration_s}` | numbers | its start time and planned duration, seconds (for the `-iterations` executors, how long it ran) |
+//! | `scenarios.*.{planned_iterations,target_rate}` | number or null | iterations planned (open model and `-iterations` executors, else null) and their rate per second (open model only, else null) |
 //! | `scenarios.*.{started,iterations,dropped_iterations,interrupted_iterations}` | numbers | iterations started, completed, dropped, interrupted |
 //! | `scenarios.*.achieved_rate` | number | `started / duration_s` |
 //! | `scenarios.*.{errors,error_rate,entries,failed_entries}` | numbers | failed iterations and share, operations carried and refused |
@@ -369,7 +369,14 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 fn scenario_summary(s: &Scenario, m: &ScenarioMetrics) -> ScenarioSummary {
-    let duration = s.executor.duration().as_secs_f64();
+    // The `-iterations` executors end when their iterations are done: their rate is over the
+    // time they ran, not over `max_duration`.
+    let ran = m.ran_micros.load(Relaxed);
+    let duration = if s.executor.is_iteration_count() && ran > 0 {
+        ran as f64 / 1e6
+    } else {
+        s.executor.duration().as_secs_f64()
+    };
     let per_sec = |n: u64| n as f64 / duration.max(1e-9);
     let mut all = Series::new();
     let mut operations: BTreeMap<String, (Series, BTreeMap<String, Series>)> = BTreeMap::new();
@@ -389,7 +396,9 @@ fn scenario_summary(s: &Scenario, m: &ScenarioMetrics) -> ScenarioSummary {
         start_time_s: s.start_time.as_secs_f64(),
         duration_s: duration,
         planned_iterations: planned,
-        target_rate: planned.map(per_sec),
+        target_rate: planned
+            .filter(|_| s.executor.is_arrival_rate())
+            .map(per_sec),
         started,
         iterations: all.count,
         achieved_rate: per_sec(started),
@@ -476,6 +485,22 @@ fn describe(s: &Scenario) -> String {
             s.executor.max_vus(),
             d(s.executor.duration()),
             stages.len()
+        ),
+        Executor::SharedIterations {
+            vus,
+            iterations,
+            max_duration,
+        } => format!(
+            "{iterations} iterations shared among {vus} VUs (maxDuration: {}, gracefulStop: {stop}{start})",
+            d(*max_duration)
+        ),
+        Executor::PerVuIterations {
+            vus,
+            iterations,
+            max_duration,
+        } => format!(
+            "{iterations} iterations for each of {vus} VUs (maxDuration: {}, gracefulStop: {stop}{start})",
+            d(*max_duration)
         ),
     }
 }

@@ -71,6 +71,7 @@ pub(super) async fn orchestrate(
                     } else {
                         executor::vus::run(ctx.clone(), &s.executor, start, s.graceful_stop).await;
                     }
+                    ctx.metrics.ran(start.elapsed());
                 }
             }
             s.workload.close().await;

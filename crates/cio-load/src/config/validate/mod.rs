@@ -9,20 +9,26 @@ use workload::workload;
 use std::time::Duration;
 
 use super::file::{FilePlan, FileScenario, FileThreshold};
+use super::guess;
 use super::locate::FieldPath;
 use super::{MockOptions, Plan, ScenarioPlan, TargetSpec};
 use crate::run::Bounds;
-use crate::scenario::{Executor, Stage, DEFAULT_GRACEFUL_RAMP_DOWN, DEFAULT_GRACEFUL_STOP};
+use crate::scenario::{
+    Executor, Stage, DEFAULT_GRACEFUL_RAMP_DOWN, DEFAULT_GRACEFUL_STOP,
+    DEFAULT_ITERATIONS_MAX_DURATION,
+};
 use crate::target::Endpoint;
 use crate::threshold::Threshold;
 
 pub(crate) type Problems = Vec<(FieldPath, String)>;
 
-const EXECUTORS: [&str; 4] = [
+const EXECUTORS: [&str; 6] = [
     "constant-arrival-rate",
     "ramping-arrival-rate",
     "constant-vus",
     "ramping-vus",
+    "shared-iterations",
+    "per-vu-iterations",
 ];
 
 pub(crate) fn plan(file: FilePlan) -> Result<Plan, Problems> {
@@ -203,10 +209,15 @@ fn scenario(
     let before = problems.len();
     let kind = s.executor.trim();
     if !EXECUTORS.contains(&kind) {
+        let guess = match (guess::executor_hint(kind), guess::closest(kind, EXECUTORS)) {
+            (Some(hint), _) => format!("; {hint}"),
+            (None, Some(name)) => format!("; did you mean {name:?}?"),
+            (None, None) => String::new(),
+        };
         problems.push((
             path.key("executor"),
             format!(
-                "unknown executor {:?}; expected one of {}",
+                "unknown executor {:?}{guess}; expected one of {}",
                 s.executor,
                 EXECUTORS.join(", ")
             ),
@@ -214,18 +225,16 @@ fn scenario(
         return None;
     }
     // Which fields apply to which executor, as k6 has them.
-    let fields: [(&str, bool, &[&str]); 10] = [
+    const ARRIVAL: &[&str] = &["constant-arrival-rate", "ramping-arrival-rate"];
+    const ITERATIONS: &[&str] = &["shared-iterations", "per-vu-iterations"];
+    let fields: [(&str, bool, &[&str]); 12] = [
         ("rate", s.rate.is_some(), &["constant-arrival-rate"]),
         (
             "start_rate",
             s.start_rate.is_some(),
             &["ramping-arrival-rate"],
         ),
-        (
-            "time_unit",
-            s.time_unit.is_some(),
-            &["constant-arrival-rate", "ramping-arrival-rate"],
-        ),
+        ("time_unit", s.time_unit.is_some(), ARRIVAL),
         (
             "duration",
             s.duration.is_some(),
@@ -236,17 +245,15 @@ fn scenario(
             s.stages.is_some(),
             &["ramping-arrival-rate", "ramping-vus"],
         ),
+        ("pre_allocated_vus", s.pre_allocated_vus.is_some(), ARRIVAL),
+        ("max_vus", s.max_vus.is_some(), ARRIVAL),
         (
-            "pre_allocated_vus",
-            s.pre_allocated_vus.is_some(),
-            &["constant-arrival-rate", "ramping-arrival-rate"],
+            "vus",
+            s.vus.is_some(),
+            &["constant-vus", "shared-iterations", "per-vu-iterations"],
         ),
-        (
-            "max_vus",
-            s.max_vus.is_some(),
-            &["constant-arrival-rate", "ramping-arrival-rate"],
-        ),
-        ("vus", s.vus.is_some(), &["constant-vus"]),
+        ("iterations", s.iterations.is_some(), ITERATIONS),
+        ("max_duration", s.max_duration.is_some(), ITERATIONS),
         ("start_vus", s.start_vus.is_some(), &["ramping-vus"]),
         (
             "graceful_ramp_down",
@@ -327,6 +334,22 @@ fn scenario(
                 duration: s.duration.map(|d| d.0).unwrap_or_default(),
             }
         }
+        "shared-iterations" => Executor::SharedIterations {
+            vus: s.vus.unwrap_or(1),
+            iterations: s.iterations.unwrap_or(1),
+            max_duration: s
+                .max_duration
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_ITERATIONS_MAX_DURATION),
+        },
+        "per-vu-iterations" => Executor::PerVuIterations {
+            vus: s.vus.unwrap_or(1),
+            iterations: s.iterations.unwrap_or(1),
+            max_duration: s
+                .max_duration
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_ITERATIONS_MAX_DURATION),
+        },
         _ => {
             need(
                 problems,
