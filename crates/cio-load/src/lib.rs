@@ -80,6 +80,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod target;
 pub mod threshold;
+mod warnings;
 pub mod workload;
 
 pub use config::Plan;

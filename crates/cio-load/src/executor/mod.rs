@@ -13,7 +13,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ScenarioMetrics;
-use crate::run::Warnings;
+use crate::warnings::Warnings;
 use crate::workload::{Iteration, Workload};
 
 /// What the executor of one scenario works with.

@@ -72,7 +72,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use progress::Progress;
+pub use progress::{Live, Progress};
 
 use crate::metrics::{
     Aggregate, Metric, MetricsStore, ScenarioMetrics, Series, TagFilter, TrendStats,

@@ -8,7 +8,28 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::run::Live;
+/// What a progress line shows, updated once a second.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// Since the test started.
+    pub elapsed: Duration,
+    /// The test's planned length (the latest scenario end without graceful stop).
+    pub planned: Duration,
+    /// Arrival rate planned now, all open-model scenarios together (per second).
+    pub target_rate: f64,
+    /// Iterations started in the last second.
+    pub achieved_rate: f64,
+    /// VUs running an iteration.
+    pub vus: u64,
+    /// VUs allocated.
+    pub vus_max: u64,
+    /// Iterations completed so far.
+    pub iterations: u64,
+    /// Failed iterations so far.
+    pub errors: u64,
+    /// Dropped iterations so far.
+    pub dropped: u64,
+}
 
 /// A progress line following a running test. Its task ends when the test does (the live
 /// channel closes) or at [`Progress::finish`].

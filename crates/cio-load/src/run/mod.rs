@@ -19,7 +19,6 @@
 //! stays on the caller's runtime and off the generator's threads.
 
 mod orchestrate;
-mod warnings;
 
 use std::io::Write;
 use std::num::NonZeroUsize;
@@ -28,12 +27,13 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::report::Live;
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::threshold::Threshold;
 use crate::LoadError;
 
-pub(crate) use warnings::Warnings;
+pub(crate) use crate::warnings::Warnings;
 
 /// Default bound on a test's length: one hour.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -62,29 +62,6 @@ impl Default for Bounds {
             max_vus: DEFAULT_MAX_VUS,
         }
     }
-}
-
-/// What a progress line shows, updated once a second.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Live {
-    /// Since the test started.
-    pub elapsed: Duration,
-    /// The test's planned length (the latest scenario end without graceful stop).
-    pub planned: Duration,
-    /// Arrival rate planned now, all open-model scenarios together (per second).
-    pub target_rate: f64,
-    /// Iterations started in the last second.
-    pub achieved_rate: f64,
-    /// VUs running an iteration.
-    pub vus: u64,
-    /// VUs allocated.
-    pub vus_max: u64,
-    /// Iterations completed so far.
-    pub iterations: u64,
-    /// Failed iterations so far.
-    pub errors: u64,
-    /// Dropped iterations so far.
-    pub dropped: u64,
 }
 
 /// A load test defined in code (or from a scenario file, through [`crate::config::Plan`]).
