@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cio_load::metrics::TrendColumn;
 use cio_load::report::Progress;
-use cio_load::{Connection, Credentials, Endpoint, Plan};
+use cio_load::{Connection, Credentials, Endpoint, Plan, SampleFormat};
 use cio_mock::{Faults, Latency, MockServer};
 use clap::Args;
 
@@ -19,7 +20,7 @@ const THRESHOLDS_FAILED: u8 = 99;
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  cio load crates/cio-load/scenarios/smoke.toml\n  \
-cio load plan.toml --target http://127.0.0.1:7070 --summary-export summary.json --out json=series.jsonl\n  \
+cio load plan.toml --target http://127.0.0.1:7070 --summary-export summary.json --out json=samples.jsonl --out csv=samples.csv\n  \
 cio load plan.toml --report report.html\n  \
 CIO_SITE_ID=... CIO_API_KEY=... cio load plan.toml --target eu --workspace-rate-limit 100\n\n\
 Exit codes: 0 every threshold held, 99 a threshold failed, 1 anything else (a bad file, the\n\
@@ -45,9 +46,16 @@ pub struct LoadArgs {
     /// iterations over time), the thresholds and the summary. Opens from disk; fetches nothing.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Write the one-second time series: `json=FILE` (one JSON object per line).
-    #[arg(long, value_name = "json=FILE", value_parser = parse_out)]
-    out: Option<PathBuf>,
+    /// Write results while the test runs, as k6 does: `json=FILE` (k6's NDJSON of Metric and
+    /// Point lines, a point per sample), `csv=FILE` (k6's CSV columns), or `series=FILE` (ours:
+    /// one JSON object per second and scenario). May be given more than once.
+    #[arg(long, value_name = "KIND=FILE", value_parser = parse_out)]
+    out: Vec<Out>,
+    /// The statistics each trend lists in the summary and its export, comma-separated (k6's
+    /// --summary-trend-stats), e.g. `avg,med,p(99),p(99.9)`. Overrides
+    /// `[options] summary_trend_stats`; default avg,min,med,max,p(90),p(95).
+    #[arg(long, value_name = "STATS", value_parser = parse_trend_stats)]
+    summary_trend_stats: Option<TrendStats>,
     /// Stop after this long whatever the file says (a safety bound, default 1h).
     #[arg(long, value_parser = cio_load::parse_duration, value_name = "DURATION")]
     max_duration: Option<Duration>,
@@ -74,13 +82,51 @@ pub struct LoadArgs {
     threads: std::num::NonZeroUsize,
 }
 
-fn parse_out(s: &str) -> Result<PathBuf, String> {
-    match s.split_once('=') {
-        Some(("json", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(format!(
-            "{s:?}: the only output is json=FILE (one JSON object per second and scenario)"
+/// One `--out`.
+#[derive(Clone, Debug)]
+enum Out {
+    /// k6's per-sample formats.
+    Samples(SampleFormat, PathBuf),
+    /// Our one-second series.
+    Series(PathBuf),
+}
+
+fn parse_out(s: &str) -> Result<Out, String> {
+    let usage = "write it json=FILE (k6's NDJSON), csv=FILE (k6's CSV) or series=FILE (one JSON object per second and scenario)";
+    let Some((kind, path)) = s.split_once('=') else {
+        return Err(format!("{s:?}: {usage}"));
+    };
+    if path.is_empty() {
+        return Err(format!("{s:?}: no file after `=`; {usage}"));
+    }
+    let path = PathBuf::from(path);
+    match kind {
+        "json" => Ok(Out::Samples(SampleFormat::Json, path)),
+        "csv" => Ok(Out::Samples(SampleFormat::Csv, path)),
+        "series" => Ok(Out::Series(path)),
+        other => Err(format!(
+            "{s:?}: unknown output `{other}` (k6's influxdb, prometheus and cloud outputs are not built in); {usage}"
         )),
     }
+}
+
+/// `--summary-trend-stats`: one flag, many statistics.
+#[derive(Clone, Debug)]
+struct TrendStats(Vec<TrendColumn>);
+
+fn parse_trend_stats(s: &str) -> Result<TrendStats, String> {
+    // p(N) holds no comma, so a plain split is enough.
+    s.split(',')
+        .filter(|c| !c.trim().is_empty())
+        .map(TrendColumn::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                Err("name at least one statistic, e.g. avg,p(95)".into())
+            } else {
+                Ok(TrendStats(v))
+            }
+        })
 }
 
 pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
@@ -134,10 +180,19 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
     if let Some(mock) = &mock {
         test = test.target_label(format!("mock ({})", mock.url()));
     }
-    if let Some(path) = &args.out {
-        let file =
-            File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        test = test.time_series(BufWriter::new(file));
+    for out in &args.out {
+        let (Out::Samples(_, path) | Out::Series(path)) = out;
+        let file = BufWriter::new(
+            File::create(path)
+                .map_err(|e| format!("cannot write --out {}: {e}", path.display()))?,
+        );
+        test = match out {
+            Out::Samples(format, _) => test.samples(*format, file),
+            Out::Series(_) => test.time_series(file),
+        };
+    }
+    if let Some(stats) = &args.summary_trend_stats {
+        test = test.summary_trend_stats(stats.0.clone());
     }
     let mut handle = test
         .threads(args.threads)

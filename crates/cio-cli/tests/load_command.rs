@@ -129,12 +129,15 @@ fn matches(pattern: &str, path: &str) -> bool {
     if p.first() == Some(&"mock") && a.first() == Some(&"mock") {
         return true; // the mock's stats are its own shape
     }
-    p.len() == a.len() && p.iter().zip(&a).all(|(p, a)| *p == "*" || p == a)
+    // A last `*` takes the rest: a threshold expression (`rate<0.5`) may hold dots.
+    let rest = p.last() == Some(&"*") && a.len() > p.len();
+    (p.len() == a.len() || rest) && p.iter().zip(&a).all(|(p, a)| *p == "*" || p == a)
 }
 
 fn check_shape(v: &Value, fields: &[(String, bool)], what: &str) {
     for (path, optional) in fields {
-        if *optional && v.get(path.split('.').next().unwrap_or_default()).is_none() {
+        // An optional row names leaves that may be there; it is not looked for.
+        if *optional {
             continue;
         }
         let segs: Vec<&str> = path.split('.').collect();
@@ -203,12 +206,15 @@ fn a_failing_threshold_exits_99_and_the_exports_have_every_documented_field() {
     let plan = write(dir.path(), "plan.toml", PLAN);
     let summary = dir.path().join("summary.json");
     let series = dir.path().join("series.jsonl");
+    let (samples_json, samples_csv) = (dir.path().join("k6.jsonl"), dir.path().join("k6.csv"));
     let out = cio()
         .arg("load")
         .arg(&plan)
         .arg("--summary-export")
         .arg(&summary)
-        .arg(format!("--out=json={}", series.display()))
+        .arg(format!("--out=series={}", series.display()))
+        .arg(format!("--out=json={}", samples_json.display()))
+        .arg(format!("--out=csv={}", samples_csv.display()))
         .arg("--no-progress")
         .output()
         .unwrap();
@@ -224,11 +230,30 @@ fn a_failing_threshold_exits_99_and_the_exports_have_every_documented_field() {
 
     let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     check_shape(&v, &documented(&docs(), "summary-fields"), "summary");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     assert_eq!(v["passed"], false);
     assert_eq!(v["scenarios"]["mixed"]["started"], 100);
     assert_eq!(v["scenarios"]["mixed"]["errors"], 0);
-    assert_eq!(v["metrics"]["errors"]["type"], "rate");
+    // k6's shape, under k6's names too: what a script written for k6's summary reads.
+    let m = &v["metrics"];
+    assert_eq!(m["errors"]["passes"], 0);
+    assert_eq!(m["http_req_failed"], m["errors"]);
+    assert_eq!(m["http_reqs"]["count"], m["iterations"]["count"]);
+    assert!(m["http_req_duration"]["p(95)"].as_f64().unwrap() > 0.0);
+    assert_eq!(m["http_req_duration"]["med"], m["service_time"]["med"]);
+    assert_eq!(m["iteration_duration"]["avg"], m["latency"]["avg"]);
+    let allocated: u64 = ["mixed", "loop"]
+        .map(|s| v["scenarios"][s]["vus_max"].as_u64().unwrap())
+        .iter()
+        .sum();
+    assert_eq!(m["vus_max"]["value"].as_f64(), Some(allocated as f64));
+    assert!(m["vus"]["max"].as_f64().unwrap() >= 1.0, "{}", m["vus"]);
+    // Thresholds sit on their metric, k6's way: true when they failed.
+    assert_eq!(m["iterations"]["thresholds"]["count>1000000"], true);
+    assert_eq!(m["latency"]["thresholds"]["p(95)<5000"], false);
+    assert_eq!(m["errors{scenario:mixed}"]["thresholds"]["rate<0.5"], false);
+    assert_eq!(m["errors{scenario:mixed}"]["fails"], 100);
+    assert_eq!(v["root_group"]["id"], "d41d8cd98f00b204e9800998ecf8427e");
     let failed: Vec<&Value> = v["thresholds"]
         .as_array()
         .unwrap()
@@ -257,6 +282,111 @@ fn a_failing_threshold_exits_99_and_the_exports_have_every_documented_field() {
         .map(|p| p["started"].as_u64().unwrap())
         .sum();
     assert_eq!(started, 100);
+
+    // k6's NDJSON: a Metric line before each metric's points, a point per sample.
+    let k6: Vec<Value> = std::fs::read_to_string(&samples_json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |metric: &str, kind: &str| {
+        k6.iter()
+            .filter(|l| l["metric"] == metric && l["type"] == kind)
+            .count()
+    };
+    let iterations = v["metrics"]["iterations"]["count"].as_u64().unwrap() as usize;
+    for metric in [
+        "http_reqs",
+        "http_req_duration",
+        "http_req_failed",
+        "iterations",
+        "iteration_duration",
+    ] {
+        assert_eq!(of(metric, "Metric"), 1, "{metric}");
+        assert_eq!(of(metric, "Point"), iterations, "{metric}");
+    }
+    assert!(of("vus", "Point") >= 2);
+    let first_point = k6.iter().position(|l| l["type"] == "Point").unwrap();
+    assert_eq!(k6[first_point - 1]["type"], "Metric");
+    let trend = k6
+        .iter()
+        .find(|l| l["type"] == "Metric" && l["metric"] == "http_req_duration")
+        .unwrap();
+    assert_eq!(trend["data"]["type"], "trend");
+    let point = k6
+        .iter()
+        .find(|l| l["type"] == "Point" && l["data"]["tags"]["name"] == "transactional")
+        .unwrap();
+    assert_eq!(point["data"]["tags"]["scenario"], "mixed");
+    // k6's CSV: its header, one row per sample.
+    let csv = std::fs::read_to_string(&samples_csv).unwrap();
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().starts_with(
+        "metric_name,timestamp,metric_value,check,error,error_code,expected_response"
+    ));
+    let http_reqs = rows.filter(|r| r.starts_with("http_reqs,")).count();
+    assert_eq!(http_reqs, iterations);
+}
+
+#[test]
+fn outputs_and_trend_stats_that_do_not_exist_are_refused_with_what_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "plan.toml",
+        "[scenarios.a]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n",
+    );
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .arg("--out=influxdb=http://x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown output `influxdb`") && stderr.contains("csv=FILE"),
+        "{stderr}"
+    );
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .arg("--summary-trend-stats=avg,mean")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown trend statistic `mean`"),
+        "{}",
+        text(&out)
+    );
+    // Chosen statistics are the columns of the export and of the terminal summary.
+    let summary = dir.path().join("s.json");
+    let out = cio()
+        .arg("load")
+        .arg(&plan)
+        .arg("--summary-trend-stats=med,p(99.9),count")
+        .arg("--summary-export")
+        .arg(&summary)
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let keys: Vec<&String> = v["metrics"]["latency"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["count", "med", "p(99.9)"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.contains("latency...")
+            && l.contains("med=")
+            && l.contains("p(99.9)=")
+            && !l.contains("avg=")),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //! | `count` | every metric | samples (trends), events (counters), failures (`errors`) |
 //! | `rate` | counters | per second of the test so far |
 //! | `rate` | `errors` | share of completed iterations that failed, 0 to 1 |
+//! | `value` (the last sample), `min`, `max` | gauges (`vus`, `vus_max`) | VUs |
+//!
+//! k6's metric names are accepted for the same numbers (`http_req_duration{scenario:x}` is
+//! `service_time{scenario:x}`; see [`crate::metrics`]).
 //!
 //! Comparisons: `<`, `<=`, `>`, `>=`, `==`, `!=`.
 //!
@@ -21,7 +25,7 @@
 use std::time::Duration;
 
 use crate::metrics::{
-    trend::percentile_ms, Aggregate, Metric, MetricKind, MetricsStore, TagFilter,
+    trend::percentile_ms, Aggregate, Metric, MetricKind, MetricsStore, TagFilter, TrendColumn,
 };
 
 /// How the values of a metric are reduced to one number.
@@ -41,6 +45,8 @@ pub enum Aggregation {
     Count,
     /// `rate`.
     Rate,
+    /// `value`: a gauge's last sample.
+    Value,
 }
 
 /// A comparison.
@@ -112,6 +118,10 @@ impl Threshold {
         let (metric, filter) = parse_key(key)?;
         let (aggregation, comparison, value) = parse_expression(expression)?;
         let allowed = match (metric.kind(), aggregation) {
+            (MetricKind::Gauge, a) => {
+                matches!(a, Aggregation::Value | Aggregation::Min | Aggregation::Max)
+            }
+            (_, Aggregation::Value) => false,
             (_, Aggregation::Count) => true,
             (MetricKind::Trend, Aggregation::Rate) => false,
             (MetricKind::Trend, _) => true,
@@ -122,6 +132,7 @@ impl Threshold {
             let valid = match metric.kind() {
                 MetricKind::Trend => "p(N), avg, min, med, max or count",
                 MetricKind::Counter | MetricKind::Rate => "count or rate",
+                MetricKind::Gauge => "value, min or max",
             };
             return Err(format!(
                 "`{}` does not apply to `{}`; use {valid}",
@@ -168,6 +179,9 @@ impl Threshold {
                 }
             }
             (Aggregate::Rate { failed, .. }, _) => failed as f64,
+            (Aggregate::Gauge(g), Aggregation::Min) => g.min as f64,
+            (Aggregate::Gauge(g), Aggregation::Max) => g.max as f64,
+            (Aggregate::Gauge(g), _) => g.value as f64,
             (Aggregate::Trend(h), agg) => match agg {
                 Aggregation::Percentile(p) => percentile_ms(&h, p),
                 Aggregation::Med => percentile_ms(&h, 50.0),
@@ -176,7 +190,7 @@ impl Threshold {
                 Aggregation::Min if h.is_empty() => 0.0,
                 Aggregation::Min => h.min() as f64 / 1000.0,
                 Aggregation::Max => h.max() as f64 / 1000.0,
-                Aggregation::Count | Aggregation::Rate => h.len() as f64,
+                Aggregation::Count | Aggregation::Rate | Aggregation::Value => h.len() as f64,
             },
         };
         Verdict {
@@ -199,11 +213,20 @@ fn parse_key(key: &str) -> Result<(Metric, TagFilter), String> {
     };
     let metric = Metric::parse(name).ok_or_else(|| {
         let names: Vec<_> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+        let guess = crate::config::closest_name(name, names.iter().copied())
+            .map(|n| format!("did you mean `{n}`? "))
+            .unwrap_or_default();
         format!(
-            "unknown metric `{name}`; known metrics: {}",
+            "unknown metric `{name}`; {guess}known metrics: {}",
             names.join(", ")
         )
     })?;
+    if tags.is_some_and(|t| !t.trim().is_empty()) && !metric.has_tags() {
+        return Err(format!(
+            "`{}` has no tags: it counts the VUs of every scenario together, as k6's does",
+            metric.as_str()
+        ));
+    }
     let mut filter = TagFilter::default();
     for pair in tags.into_iter().flat_map(|t| t.split(',')) {
         let pair = pair.trim();
@@ -258,23 +281,18 @@ fn parse_expression(expr: &str) -> Result<(Aggregation, Comparison, f64), String
         .filter(|v: &f64| v.is_finite())
         .ok_or_else(|| format!("`{rhs}` is not a number; {hint}"))?;
     let aggregation = match lhs {
-        "avg" => Aggregation::Avg,
-        "min" => Aggregation::Min,
-        "med" => Aggregation::Med,
-        "max" => Aggregation::Max,
-        "count" => Aggregation::Count,
         "rate" => Aggregation::Rate,
-        p if p.starts_with("p(") && p.ends_with(')') => {
-            let n: f64 = p[2..p.len() - 1]
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{p}`: the percentile is a number, e.g. p(99.9)"))?;
-            if !(0.0..=100.0).contains(&n) {
-                return Err(format!("`{p}`: the percentile is between 0 and 100"));
-            }
-            Aggregation::Percentile(n)
-        }
-        other => return Err(format!("unknown aggregation `{other}`; {hint}")),
+        "value" => Aggregation::Value,
+        other => match TrendColumn::parse(other) {
+            Ok(TrendColumn::Avg) => Aggregation::Avg,
+            Ok(TrendColumn::Min) => Aggregation::Min,
+            Ok(TrendColumn::Med) => Aggregation::Med,
+            Ok(TrendColumn::Max) => Aggregation::Max,
+            Ok(TrendColumn::Count) => Aggregation::Count,
+            Ok(TrendColumn::Percentile(n)) => Aggregation::Percentile(n),
+            Err(e) if other.starts_with("p(") => return Err(e),
+            Err(_) => return Err(format!("unknown aggregation `{other}`; {hint}")),
+        },
     };
     Ok((aggregation, comparison, value))
 }
@@ -294,6 +312,24 @@ mod tests {
         assert_eq!(t.filter.status.as_deref(), Some("429"));
         assert!(Threshold::parse("iterations", "count>1000").is_ok());
         assert!(Threshold::parse("service_time", "p(99.9)<1000").is_ok());
+        // k6's names, tags included, stand for ours.
+        let t = Threshold::parse("http_req_duration{scenario:x}", "p(95)<500").unwrap();
+        assert_eq!(
+            (t.metric.canonical(), t.filter.scenario.as_deref()),
+            (Metric::ServiceTime, Some("x"))
+        );
+        for (key, expr) in [
+            ("http_req_failed", "rate<0.01"),
+            ("http_reqs", "count>10"),
+            ("http_reqs", "rate>10"),
+            ("iterations", "count>10"),
+            ("dropped_iterations", "count==0"),
+            ("iteration_duration", "med<100"),
+            ("vus", "value<10"),
+            ("vus_max", "max<=50"),
+        ] {
+            assert!(Threshold::parse(key, expr).is_ok(), "{key} {expr}");
+        }
     }
 
     #[test]
@@ -312,6 +348,14 @@ mod tests {
                 "only the scenario tag",
             ),
             ("latency{region:us}", "avg<1", "unknown tag"),
+            ("vus{scenario:a}", "value<10", "has no tags"),
+            ("vus", "p(95)<10", "use value, min or max"),
+            ("latency", "value<10", "does not apply"),
+            (
+                "http_req_duraton",
+                "p(95)<1",
+                "did you mean `http_req_duration`?",
+            ),
         ] {
             let err = Threshold::parse(key, expr).unwrap_err();
             assert!(err.contains(needle), "{key} {expr}: {err}");

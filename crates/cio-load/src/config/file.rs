@@ -57,6 +57,8 @@ pub(crate) struct FileOptions {
     pub max_duration: Option<Dur>,
     pub max_iterations: Option<u64>,
     pub max_vus: Option<u64>,
+    #[serde(alias = "summaryTrendStats")]
+    pub summary_trend_stats: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

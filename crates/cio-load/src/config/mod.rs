@@ -33,6 +33,8 @@
 
 mod file;
 mod guess;
+
+pub(crate) use guess::closest as closest_name;
 mod locate;
 mod validate;
 
@@ -42,6 +44,7 @@ use std::time::Duration;
 use cio_api::ClientOptions;
 
 use crate::error::{Location, Problem};
+use crate::metrics::TrendColumn;
 use crate::run::{Bounds, LoadTest};
 use crate::scenario::{Executor, Scenario};
 use crate::target::{Connection, Endpoint};
@@ -141,6 +144,8 @@ pub struct Plan {
     pub thresholds: Vec<Threshold>,
     /// The scenarios, by name.
     pub scenarios: Vec<ScenarioPlan>,
+    /// The statistics the summary lists for each trend (`[options] summary_trend_stats`).
+    pub summary_trend_stats: Vec<TrendColumn>,
 }
 
 impl Plan {
@@ -308,6 +313,7 @@ impl Plan {
     pub fn load_test(&self, connection: &Connection) -> Result<LoadTest, LoadError> {
         let mut test = LoadTest::new()
             .bounds(self.bounds)
+            .summary_trend_stats(self.summary_trend_stats.clone())
             .target_label(self.target.endpoint.as_str());
         for w in self.rate_warnings() {
             test = test.warning(w);

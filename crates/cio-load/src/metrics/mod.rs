@@ -11,6 +11,14 @@
 //! | `failed_entries` | counter | scenario, operation, status | operations refused (a 207's entries) |
 //! | `latency` | trend, ms | scenario, operation, status | from the *scheduled* start to the end: what a user of the system sees |
 //! | `service_time` | trend, ms | scenario, operation, status | from the actual send to the end: what the server took |
+//! | `vus` | gauge | none | VUs running an iteration (sampled once a second: `value` the last, `min`; `max` also counts each scenario's exact peak) |
+//! | `vus_max` | gauge | none | VUs allocated (the same) |
+//!
+//! k6's names work too, for the same numbers: `http_reqs` is `iterations` (one iteration is
+//! one request, or one batch), `http_req_failed` is `errors`, `http_req_duration` is
+//! `service_time` (k6 times the request from its send), `iteration_duration` is `latency` (from
+//! the iteration's scheduled start; k6 has no scheduled start and times from the actual one, so
+//! under an arrival-rate executor that falls behind, ours is the larger and the honest one).
 //!
 //! Trends are [`hdrhistogram`] histograms of microseconds with 3 significant figures (a
 //! percentile is within 0.1 %), growing as needed. For the closed model (the `-vus` executors)
@@ -33,8 +41,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-pub use trend::TrendStats;
+pub use trend::{TrendColumn, TrendStats, DEFAULT_TREND_COLUMNS};
 
+use crate::samples::Samples;
 use crate::workload::Outcome;
 
 /// The metrics a threshold can name.
@@ -56,6 +65,18 @@ pub enum Metric {
     Latency,
     /// Actual send to end, ms.
     ServiceTime,
+    /// VUs running an iteration (a gauge).
+    Vus,
+    /// VUs allocated (a gauge).
+    VusMax,
+    /// k6's `http_reqs`: [`Metric::Iterations`].
+    HttpReqs,
+    /// k6's `http_req_failed`: [`Metric::Errors`].
+    HttpReqFailed,
+    /// k6's `http_req_duration`: [`Metric::ServiceTime`].
+    HttpReqDuration,
+    /// k6's `iteration_duration`: [`Metric::Latency`].
+    IterationDuration,
 }
 
 /// How a metric aggregates.
@@ -67,11 +88,13 @@ pub enum MetricKind {
     Rate,
     /// A distribution in ms (`avg`, `min`, `med`, `max`, `p(N)`, `count`).
     Trend,
+    /// A level sampled once a second (`value`, the last; `min`; `max`).
+    Gauge,
 }
 
 impl Metric {
     /// Every metric.
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Iterations,
         Metric::DroppedIterations,
         Metric::InterruptedIterations,
@@ -80,6 +103,12 @@ impl Metric {
         Metric::FailedEntries,
         Metric::Latency,
         Metric::ServiceTime,
+        Metric::Vus,
+        Metric::VusMax,
+        Metric::HttpReqs,
+        Metric::HttpReqFailed,
+        Metric::HttpReqDuration,
+        Metric::IterationDuration,
     ];
 
     /// Its name.
@@ -93,7 +122,30 @@ impl Metric {
             Metric::FailedEntries => "failed_entries",
             Metric::Latency => "latency",
             Metric::ServiceTime => "service_time",
+            Metric::Vus => "vus",
+            Metric::VusMax => "vus_max",
+            Metric::HttpReqs => "http_reqs",
+            Metric::HttpReqFailed => "http_req_failed",
+            Metric::HttpReqDuration => "http_req_duration",
+            Metric::IterationDuration => "iteration_duration",
         }
+    }
+
+    /// The metric whose numbers a k6 name stands for (`http_req_duration` is
+    /// `service_time`); every other metric is itself.
+    pub fn canonical(self) -> Metric {
+        match self {
+            Metric::HttpReqs => Metric::Iterations,
+            Metric::HttpReqFailed => Metric::Errors,
+            Metric::HttpReqDuration => Metric::ServiceTime,
+            Metric::IterationDuration => Metric::Latency,
+            m => m,
+        }
+    }
+
+    /// Whether it is one of k6's names for a metric of ours.
+    pub fn is_k6_alias(self) -> bool {
+        self.canonical() != self
     }
 
     /// Parses a name.
@@ -103,20 +155,28 @@ impl Metric {
 
     /// Its kind.
     pub fn kind(self) -> MetricKind {
-        match self {
+        match self.canonical() {
             Metric::Latency | Metric::ServiceTime => MetricKind::Trend,
             Metric::Errors => MetricKind::Rate,
+            Metric::Vus | Metric::VusMax => MetricKind::Gauge,
             _ => MetricKind::Counter,
         }
+    }
+
+    /// Whether it carries tags at all (the VU gauges count every scenario together, as k6's
+    /// do).
+    pub fn has_tags(self) -> bool {
+        self.kind() != MetricKind::Gauge
     }
 
     /// Whether it carries the operation and status tags (dropped and interrupted iterations
     /// never ran, so they have only the scenario).
     pub fn has_operation_tags(self) -> bool {
-        !matches!(
-            self,
-            Metric::DroppedIterations | Metric::InterruptedIterations
-        )
+        self.has_tags()
+            && !matches!(
+                self,
+                Metric::DroppedIterations | Metric::InterruptedIterations
+            )
     }
 }
 
@@ -234,10 +294,12 @@ pub(crate) struct ScenarioMetrics {
     pub peak_vus: AtomicU64,
     /// How long its executor ran, µs (set when it ends; 0 before).
     pub ran_micros: AtomicU64,
+    /// k6's per-sample outputs (`--out json=`, `--out csv=`), when asked for.
+    samples: Option<Arc<Samples>>,
 }
 
 impl ScenarioMetrics {
-    pub fn new(name: Arc<str>) -> Self {
+    pub fn new(name: Arc<str>, samples: Option<Arc<Samples>>) -> Self {
         ScenarioMetrics {
             name,
             state: Mutex::new(State {
@@ -252,6 +314,7 @@ impl ScenarioMetrics {
             allocated_vus: AtomicU64::new(0),
             peak_vus: AtomicU64::new(0),
             ran_micros: AtomicU64::new(0),
+            samples,
         }
     }
 
@@ -261,6 +324,9 @@ impl ScenarioMetrics {
 
     /// Records a completed iteration.
     pub fn record(&self, outcome: &Outcome, latency: Duration, service: Duration) {
+        if let Some(samples) = &self.samples {
+            samples.iteration(&self.name, outcome, latency, service);
+        }
         let mut state = self.lock();
         let State {
             totals,
@@ -349,6 +415,60 @@ impl ScenarioMetrics {
 #[derive(Clone)]
 pub(crate) struct MetricsStore {
     pub scenarios: Vec<Arc<ScenarioMetrics>>,
+    /// `vus` and `vus_max`, sampled once a second.
+    pub gauges: Arc<Mutex<Gauges>>,
+    /// k6's per-sample outputs, which get the gauges too.
+    samples: Option<Arc<Samples>>,
+}
+
+/// The VU gauges over the test: each the last value sampled, and the least and most.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Gauges {
+    pub vus: Gauge,
+    pub vus_max: Gauge,
+}
+
+/// One gauge: the last value sampled, and the least and most seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Gauge {
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+    sampled: bool,
+}
+
+impl Gauge {
+    /// Records a sample.
+    pub fn sample(&mut self, v: u64) {
+        self.value = v;
+        self.min = if self.sampled { self.min.min(v) } else { v };
+        self.max = self.max.max(v);
+        self.sampled = true;
+    }
+}
+
+impl MetricsStore {
+    pub fn new(scenarios: Vec<Arc<ScenarioMetrics>>, samples: Option<Arc<Samples>>) -> Self {
+        MetricsStore {
+            scenarios,
+            gauges: Arc::default(),
+            samples,
+        }
+    }
+
+    /// Samples the VU gauges now, over every scenario; `dropped` is each scenario's iterations
+    /// dropped since the last call, for the per-sample outputs.
+    pub fn sample_gauges(&self, dropped: &[(&str, u64)]) {
+        let sum = |f: fn(&ScenarioMetrics) -> u64| self.scenarios.iter().map(|s| f(s)).sum();
+        let vus = sum(|s| s.active_vus.load(Relaxed));
+        let vus_max = sum(|s| s.allocated_vus.load(Relaxed));
+        let mut g = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        g.vus.sample(vus);
+        g.vus_max.sample(vus_max);
+        if let Some(samples) = &self.samples {
+            samples.second(vus, vus_max, dropped);
+        }
+    }
 }
 
 /// The value of a metric under a filter, ready for a threshold's aggregation.
@@ -357,10 +477,31 @@ pub(crate) enum Aggregate {
     Counter { count: u64 },
     Rate { failed: u64, total: u64 },
     Trend(Box<Histogram<u64>>),
+    Gauge(Gauge),
 }
 
 impl MetricsStore {
     pub fn aggregate(&self, metric: Metric, filter: &TagFilter) -> Aggregate {
+        let metric = metric.canonical();
+        if metric.kind() == MetricKind::Gauge {
+            let g = *self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+            return Aggregate::Gauge(if metric == Metric::Vus {
+                // A second's sample misses short bursts; each scenario knows its own peak
+                // exactly, so `max` is at least the highest of those.
+                let peak = self
+                    .scenarios
+                    .iter()
+                    .map(|s| s.peak_vus.load(Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                Gauge {
+                    max: g.vus.max.max(peak),
+                    ..g.vus
+                }
+            } else {
+                g.vus_max
+            });
+        }
         let scenarios = self
             .scenarios
             .iter()

@@ -54,6 +54,89 @@ pub(crate) fn percentile_ms(h: &Histogram<u64>, percent: f64) -> f64 {
     }
 }
 
+/// One statistic of a trend in a summary (k6's `summaryTrendStats`): `avg`, `min`, `med`,
+/// `max`, `count` or `p(N)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrendColumn {
+    /// `avg`.
+    Avg,
+    /// `min`.
+    Min,
+    /// `med`.
+    Med,
+    /// `max`.
+    Max,
+    /// `count`.
+    Count,
+    /// `p(N)`, N in percent.
+    Percentile(f64),
+}
+
+/// k6's default `summaryTrendStats`.
+pub const DEFAULT_TREND_COLUMNS: [TrendColumn; 6] = [
+    TrendColumn::Avg,
+    TrendColumn::Min,
+    TrendColumn::Med,
+    TrendColumn::Max,
+    TrendColumn::Percentile(90.0),
+    TrendColumn::Percentile(95.0),
+];
+
+impl TrendColumn {
+    /// Parses `avg`, `min`, `med`, `max`, `count` or `p(N)` (N from 0 to 100).
+    pub fn parse(s: &str) -> Result<TrendColumn, String> {
+        let s = s.trim();
+        Ok(match s {
+            "avg" => TrendColumn::Avg,
+            "min" => TrendColumn::Min,
+            "med" => TrendColumn::Med,
+            "max" => TrendColumn::Max,
+            "count" => TrendColumn::Count,
+            p if p.starts_with("p(") && p.ends_with(')') => {
+                let n: f64 = p[2..p.len() - 1]
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (0.0..=100.0).contains(n))
+                    .ok_or_else(|| format!("`{p}`: the percentile is a number between 0 and 100, e.g. p(99.9)"))?;
+                TrendColumn::Percentile(n)
+            }
+            other => {
+                return Err(format!(
+                    "unknown trend statistic `{other}`; use avg, min, med, max, count or p(N), e.g. p(99)"
+                ))
+            }
+        })
+    }
+
+    /// Its name in a summary (`p(99.9)`).
+    pub fn name(self) -> String {
+        match self {
+            TrendColumn::Avg => "avg".into(),
+            TrendColumn::Min => "min".into(),
+            TrendColumn::Med => "med".into(),
+            TrendColumn::Max => "max".into(),
+            TrendColumn::Count => "count".into(),
+            TrendColumn::Percentile(n) => format!("p({n})"),
+        }
+    }
+
+    /// Its value over `h` (microseconds), in ms (a count for `count`); 0 when empty.
+    pub fn of(self, h: &Histogram<u64>) -> f64 {
+        if h.is_empty() {
+            return 0.0;
+        }
+        match self {
+            TrendColumn::Avg => h.mean() / 1000.0,
+            TrendColumn::Min => h.min() as f64 / 1000.0,
+            TrendColumn::Med => percentile_ms(h, 50.0),
+            TrendColumn::Max => h.max() as f64 / 1000.0,
+            TrendColumn::Count => h.len() as f64,
+            TrendColumn::Percentile(n) => percentile_ms(h, n),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +157,16 @@ mod tests {
             TrendStats::of(&crate::metrics::new_histogram()),
             TrendStats::default()
         );
+        let cols: Vec<_> = ["avg", "med", "p(99.9)", "count"]
+            .map(|c| TrendColumn::parse(c).unwrap())
+            .to_vec();
+        assert_eq!(
+            cols.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            ["avg", "med", "p(99.9)", "count"]
+        );
+        assert!((cols[1].of(&h) - 50.0).abs() < 0.1);
+        assert_eq!(cols[3].of(&h), 100.0);
+        assert!(TrendColumn::parse("p(101)").is_err());
+        assert!(TrendColumn::parse("mean").unwrap_err().contains("use avg"));
     }
 }

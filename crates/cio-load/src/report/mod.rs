@@ -1,6 +1,7 @@
 //! What a load test reports: the [`Report`] (printed by [`Report::render`], exported as JSON by
 //! `--summary-export`, drawn as HTML by [`Report::html`] for `--report`) and the one-second
-//! [`Point`]s of the time series (`--out json=FILE`).
+//! [`Point`]s of the time series (`--out series=FILE`). k6's per-sample outputs (`--out json=`,
+//! `--out csv=`) are [`crate::SampleFormat`].
 //!
 //! The JSON shapes are stable (`version` 1); `docs/load-testing.md` documents them too, and a
 //! test (`crates/cio-cli/tests/load_command.rs`) checks that both tables match a real export.
@@ -13,17 +14,22 @@
 //! <!-- summary-fields -->
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `version` | number | 1 |
+//! | `version` | number | 2 |
+//! | `root_group.{name,path,id}` | strings | k6's root group (empty name and path, k6's id): this tool has no groups |
+//! | `root_group.{groups,checks}` | objects | empty: no groups, no checks |
 //! | `started_at` | string | start of the test, RFC 3339 UTC |
 //! | `duration_s` | number | how long it ran, seconds |
 //! | `target` | string | `mock (URL)`, the URL, `us`, `eu` (`custom` in code) |
 //! | `passed` | bool | every threshold held |
 //! | `aborted` | string or null | why the test stopped early (an aborting threshold, a bound, Ctrl-C) |
 //! | `warnings` | array of strings | warnings, in order |
-//! | `metrics.*.type` | string | `counter`, `rate` or `trend` |
-//! | `metrics.{iterations,dropped_iterations,interrupted_iterations,entries,failed_entries}.{count,rate}` | numbers | count, and per second of the test |
-//! | `metrics.errors.{rate,count,total}` | numbers | failed share, failed iterations, completed iterations |
-//! | `metrics.{latency,service_time}.{count,avg,min,p50,p90,p95,p99,max}` | numbers | TREND over all scenarios, ms |
+//! | `summary_trend_stats` | array of strings | the statistics each trend lists, in order (k6's `summaryTrendStats`) |
+//! | `metrics.{iterations,http_reqs,dropped_iterations,interrupted_iterations,entries,failed_entries}.{count,rate}` | numbers | k6 counter: count, and per second of the test |
+//! | `metrics.{errors,http_req_failed}.{passes,fails,value}` | numbers | k6 rate: failed iterations (k6 counts a true sample as a pass), the others, and the failed share 0–1 |
+//! | `metrics.{latency,iteration_duration,service_time,http_req_duration}.{avg,min,med,max,p(90),p(95)}` | numbers | k6 trend, ms: the statistics of `summary_trend_stats` (these by default) |
+//! | `metrics.{vus,vus_max}.{value,min,max}` | numbers | k6 gauge: the last sample, the least and the most |
+//! | `metrics.*.thresholds.*` | bools, optional | on a metric with thresholds: each expression and whether it **failed** (k6's convention) |
+//! | `metrics.*.{count,rate,passes,fails,value,min,max,avg,med,p(90),p(95)}` | numbers, optional | a tagged series a threshold names (`errors{scenario:x}`, k6's submetric), with its metric's fields |
 //! | `scenarios.*.executor` | string | `constant-arrival-rate`, … |
 //! | `scenarios.*.plan` | string | the plan in words |
 //! | `scenarios.*.{start_time_s,duration_s}` | numbers | its start time and planned duration, seconds (for the `-iterations` executors, how long it ran) |
@@ -43,7 +49,7 @@
 //! | `mock` | object, optional | what the embedded mock counted (its `/__mock/stats`); only against `mock` |
 //! <!-- /summary-fields -->
 //!
-//! # `--out json=FILE`: one [`Point`] per line
+//! # `--out series=FILE`: one [`Point`] per line
 //!
 //! <!-- series-fields -->
 //! | field | type | meaning |
@@ -75,19 +81,22 @@ use serde::{Deserialize, Serialize};
 pub use progress::{Live, Progress};
 
 use crate::metrics::{
-    Aggregate, Metric, MetricsStore, ScenarioMetrics, Series, TagFilter, TrendStats,
+    Aggregate, Metric, MetricsStore, ScenarioMetrics, Series, TagFilter, TrendColumn, TrendStats,
 };
 use crate::scenario::{Executor, Scenario};
 use crate::threshold::{Threshold, Verdict};
 
 /// The version of the JSON shapes.
-pub const SUMMARY_VERSION: u32 = 1;
+pub const SUMMARY_VERSION: u32 = 2;
 
 /// The result of a load test (also the `--summary-export` JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// Version of this shape (1).
+    /// Version of this shape (2: `metrics` in k6's shape).
     pub version: u32,
+    /// k6's root group, for scripts that read it: this tool has no groups or checks, so it is
+    /// always the empty root.
+    pub root_group: RootGroup,
     /// When the test started (RFC 3339, UTC).
     pub started_at: String,
     /// How long it ran, seconds.
@@ -100,8 +109,11 @@ pub struct Report {
     pub aborted: Option<String>,
     /// Warnings, in the order they happened.
     pub warnings: Vec<String>,
-    /// Every metric over all scenarios.
+    /// Every metric over all scenarios, by name (ours and k6's), and each tagged series a
+    /// threshold names (`latency{scenario:checkout}`), in k6's `--summary-export` shape.
     pub metrics: BTreeMap<String, MetricSummary>,
+    /// The statistics a trend lists, in order (k6's `summaryTrendStats`).
+    pub summary_trend_stats: Vec<String>,
     /// Per scenario, then per operation and status.
     pub scenarios: BTreeMap<String, ScenarioSummary>,
     /// Every threshold and its verdict.
@@ -109,14 +121,15 @@ pub struct Report {
     /// What the embedded mock counted (`cio load` against the mock only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<serde_json::Value>,
-    /// The time series (written separately by `--out json=FILE`).
+    /// The time series (written separately by `--out series=FILE`).
     #[serde(skip)]
     pub time_series: Vec<Point>,
 }
 
-/// One metric over all scenarios.
+/// One metric in k6's `--summary-export` shape. `thresholds` maps each expression on it to
+/// whether it **failed** (k6's convention), and is left out when there is none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(untagged)]
 pub enum MetricSummary {
     /// A count and its rate per second of the test.
     Counter {
@@ -124,18 +137,120 @@ pub enum MetricSummary {
         count: u64,
         /// Per second.
         rate: f64,
+        /// Expression -> failed.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        thresholds: BTreeMap<String, bool>,
     },
-    /// A share of iterations.
+    /// A share of iterations, as k6 counts a rate: `passes` are the samples that were true
+    /// (for `errors` and `http_req_failed`, the failed iterations), `fails` the others.
     Rate {
-        /// `count / total`, 0 to 1.
-        rate: f64,
-        /// Failed iterations.
-        count: u64,
-        /// Completed iterations.
-        total: u64,
+        /// True samples (failed iterations).
+        passes: u64,
+        /// False samples (iterations that succeeded).
+        fails: u64,
+        /// `passes / (passes + fails)`, 0 to 1.
+        value: f64,
+        /// Expression -> failed.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        thresholds: BTreeMap<String, bool>,
     },
-    /// A distribution, ms.
-    Trend(TrendStats),
+    /// A level sampled once a second.
+    Gauge {
+        /// The last sample.
+        value: f64,
+        /// The least sampled.
+        min: f64,
+        /// The most sampled.
+        max: f64,
+        /// Expression -> failed.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        thresholds: BTreeMap<String, bool>,
+    },
+    /// A distribution: the statistics of [`Report::summary_trend_stats`] (`avg`, `med`,
+    /// `p(95)`, ...), in ms.
+    Trend {
+        /// Statistic -> value.
+        #[serde(flatten)]
+        stats: BTreeMap<String, f64>,
+        /// Expression -> failed.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        thresholds: BTreeMap<String, bool>,
+    },
+}
+
+impl MetricSummary {
+    fn of(aggregate: Aggregate, secs: f64, columns: &[TrendColumn]) -> MetricSummary {
+        let thresholds = BTreeMap::new();
+        match aggregate {
+            Aggregate::Counter { count } => MetricSummary::Counter {
+                count,
+                rate: count as f64 / secs,
+                thresholds,
+            },
+            Aggregate::Rate { failed, total } => MetricSummary::Rate {
+                passes: failed,
+                fails: total - failed.min(total),
+                value: ratio(failed, total),
+                thresholds,
+            },
+            Aggregate::Gauge(g) => MetricSummary::Gauge {
+                value: g.value as f64,
+                min: g.min as f64,
+                max: g.max as f64,
+                thresholds,
+            },
+            Aggregate::Trend(h) => MetricSummary::Trend {
+                stats: columns.iter().map(|c| (c.name(), c.of(&h))).collect(),
+                thresholds,
+            },
+        }
+    }
+
+    /// Expression -> failed, for the thresholds on this metric.
+    pub fn thresholds(&self) -> &BTreeMap<String, bool> {
+        match self {
+            MetricSummary::Counter { thresholds, .. }
+            | MetricSummary::Rate { thresholds, .. }
+            | MetricSummary::Gauge { thresholds, .. }
+            | MetricSummary::Trend { thresholds, .. } => thresholds,
+        }
+    }
+
+    fn thresholds_mut(&mut self) -> &mut BTreeMap<String, bool> {
+        match self {
+            MetricSummary::Counter { thresholds, .. }
+            | MetricSummary::Rate { thresholds, .. }
+            | MetricSummary::Gauge { thresholds, .. }
+            | MetricSummary::Trend { thresholds, .. } => thresholds,
+        }
+    }
+}
+
+/// k6's root group: name, path and id of the root, and no groups or checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RootGroup {
+    /// Empty: the root.
+    pub name: String,
+    /// Empty: the root.
+    pub path: String,
+    /// k6's id of the root group (the MD5 of its empty path).
+    pub id: String,
+    /// No groups.
+    pub groups: BTreeMap<String, serde_json::Value>,
+    /// No checks.
+    pub checks: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for RootGroup {
+    fn default() -> Self {
+        RootGroup {
+            name: String::new(),
+            path: String::new(),
+            id: "d41d8cd98f00b204e9800998ecf8427e".into(),
+            groups: BTreeMap::new(),
+            checks: BTreeMap::new(),
+        }
+    }
 }
 
 /// One scenario.
@@ -236,7 +351,7 @@ pub struct ThresholdSummary {
     pub abort_on_fail: bool,
 }
 
-/// One second of one scenario (a line of `--out json=FILE`).
+/// One second of one scenario (a line of `--out series=FILE`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// End of the window (RFC 3339, UTC).
@@ -293,23 +408,24 @@ impl Report {
             aborted,
             warnings,
             time_series,
+            trend_columns,
         } = input;
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut metrics = BTreeMap::new();
         for m in Metric::ALL {
-            let summary = match store.aggregate(m, &TagFilter::default()) {
-                Aggregate::Counter { count } => MetricSummary::Counter {
-                    count,
-                    rate: count as f64 / secs,
-                },
-                Aggregate::Rate { failed, total } => MetricSummary::Rate {
-                    rate: ratio(failed, total),
-                    count: failed,
-                    total,
-                },
-                Aggregate::Trend(h) => MetricSummary::Trend(TrendStats::of(&h)),
-            };
-            metrics.insert(m.as_str().to_owned(), summary);
+            let aggregate = store.aggregate(m, &TagFilter::default());
+            metrics.insert(
+                m.as_str().to_owned(),
+                MetricSummary::of(aggregate, secs, trend_columns),
+            );
+        }
+        // Each threshold's verdict on its metric, and a tagged series of its own (k6's
+        // submetric, `latency{scenario:checkout}`) where it names tags.
+        for (t, v) in &verdicts {
+            let summary = metrics.entry(t.key.clone()).or_insert_with(|| {
+                MetricSummary::of(store.aggregate(t.metric, &t.filter), secs, trend_columns)
+            });
+            summary.thresholds_mut().insert(t.expression.clone(), !v.ok);
         }
         let scenarios = scenarios
             .iter()
@@ -328,6 +444,7 @@ impl Report {
             .collect();
         Report {
             version: SUMMARY_VERSION,
+            root_group: RootGroup::default(),
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_s: elapsed.as_secs_f64(),
             target,
@@ -335,6 +452,7 @@ impl Report {
             aborted,
             warnings,
             metrics,
+            summary_trend_stats: trend_columns.iter().map(|c| c.name()).collect(),
             scenarios,
             thresholds,
             mock: None,
@@ -358,6 +476,7 @@ pub(crate) struct BuildInput<'a> {
     pub aborted: Option<String>,
     pub warnings: Vec<String>,
     pub time_series: Vec<Point>,
+    pub trend_columns: &'a [TrendColumn],
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{number, MetricSummary, Report};
-use crate::metrics::TrendStats;
+use crate::metrics::Metric;
 
 fn ms(v: f64) -> String {
     if v >= 1000.0 {
@@ -13,19 +13,6 @@ fn ms(v: f64) -> String {
     } else {
         format!("{:.0}µs", v * 1000.0)
     }
-}
-
-fn trend(t: &TrendStats) -> String {
-    format!(
-        "avg={} min={} med={} max={} p(90)={} p(95)={} p(99)={}",
-        ms(t.avg),
-        ms(t.min),
-        ms(t.p50),
-        ms(t.max),
-        ms(t.p90),
-        ms(t.p95),
-        ms(t.p99)
-    )
 }
 
 fn dotted(name: &str, width: usize) -> String {
@@ -89,17 +76,54 @@ pub(super) fn render(r: &Report) -> String {
         let _ = writeln!(out);
     }
 
-    let width = r.metrics.keys().map(|k| k.len()).max().unwrap_or(10) + 4;
-    for (name, m) in &r.metrics {
+    // Our names, each with its tagged series (k6's submetrics) under it; k6's names for the
+    // same numbers are in the JSON export and named once below.
+    let shown: Vec<(&String, &MetricSummary)> = r
+        .metrics
+        .iter()
+        .filter(|(name, _)| {
+            let base = name.split('{').next().unwrap_or(name);
+            Metric::parse(base).is_none_or(|m| !m.is_k6_alias())
+        })
+        .collect();
+    let width = shown.iter().map(|(k, _)| k.len()).max().unwrap_or(10) + 4;
+    for (name, m) in shown {
         let line = match m {
-            MetricSummary::Counter { count, rate } => format!("{count:<10} {rate:.2}/s"),
-            MetricSummary::Rate { rate, count, total } => {
-                format!("{:.2}%  {count} out of {total}", rate * 100.0)
-            }
-            MetricSummary::Trend(t) => trend(t),
+            MetricSummary::Counter { count, rate, .. } => format!("{count:<10} {rate:.2}/s"),
+            MetricSummary::Rate {
+                passes,
+                fails,
+                value,
+                ..
+            } => format!("{:.2}%  {passes} out of {}", value * 100.0, passes + fails),
+            MetricSummary::Gauge {
+                value, min, max, ..
+            } => format!("{value:<10} min={min} max={max}"),
+            MetricSummary::Trend { stats, .. } => r
+                .summary_trend_stats
+                .iter()
+                .filter_map(|c| {
+                    stats.get(c).map(|v| {
+                        if c == "count" {
+                            format!("{c}={}", number(*v))
+                        } else {
+                            format!("{c}={}", ms(*v))
+                        }
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
         };
-        let _ = writeln!(out, "     {} {line}", dotted(name, width));
+        let label = match name.split_once('{') {
+            Some((_, tags)) => format!("  {{ {} ", tags.trim_end_matches('}')) + "}",
+            None => name.clone(),
+        };
+        let _ = writeln!(out, "     {} {line}", dotted(&label, width));
     }
+    let _ = writeln!(
+        out,
+        "     (k6's names in the JSON export: http_reqs = iterations, http_req_failed = errors, http_req_duration = service_time, iteration_duration = latency)"
+    );
     let _ = writeln!(out);
 
     let _ = writeln!(

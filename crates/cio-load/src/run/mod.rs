@@ -27,8 +27,10 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{TrendColumn, DEFAULT_TREND_COLUMNS};
 pub use crate::report::Live;
 use crate::report::Report;
+use crate::samples::SampleFormat;
 use crate::scenario::Scenario;
 use crate::threshold::Threshold;
 use crate::LoadError;
@@ -104,6 +106,8 @@ pub struct LoadTest {
     target: String,
     warnings: Vec<String>,
     threads: Option<NonZeroUsize>,
+    trend_columns: Vec<TrendColumn>,
+    samples: Vec<(SampleFormat, Box<dyn Write + Send>)>,
 }
 
 impl std::fmt::Debug for LoadTest {
@@ -121,6 +125,7 @@ impl LoadTest {
     pub fn new() -> Self {
         LoadTest {
             target: "custom".into(),
+            trend_columns: DEFAULT_TREND_COLUMNS.to_vec(),
             ..LoadTest::default()
         }
     }
@@ -149,6 +154,13 @@ impl LoadTest {
         self
     }
 
+    /// Writes every sample in one of k6's formats to `out` while it runs (`--out json=FILE`,
+    /// `--out csv=FILE`; see [`SampleFormat`]). May be given more than once.
+    pub fn samples(mut self, format: SampleFormat, out: impl Write + Send + 'static) -> Self {
+        self.samples.push((format, Box::new(out)));
+        self
+    }
+
     /// Names the target in the report (`mock`, a URL, `us`, `eu`).
     pub fn target_label(mut self, label: impl Into<String>) -> Self {
         self.target = label.into();
@@ -159,6 +171,13 @@ impl LoadTest {
     /// runtime, the cheapest per request), instead of the caller's. See the module docs.
     pub fn threads(mut self, threads: NonZeroUsize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// The statistics the summary lists for each trend, in order (k6's `summaryTrendStats`;
+    /// default avg, min, med, max, p(90), p(95)).
+    pub fn summary_trend_stats(mut self, columns: Vec<TrendColumn>) -> Self {
+        self.trend_columns = columns;
         self
     }
 

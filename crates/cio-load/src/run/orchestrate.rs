@@ -15,6 +15,7 @@ use super::{Live, LoadTest, Warnings};
 use crate::executor::{self, IterationBudget, ScenarioContext};
 use crate::metrics::{MetricsStore, ScenarioMetrics, TrendStats, Window};
 use crate::report::{Point, Report};
+use crate::samples::Samples;
 use crate::scenario::Scenario;
 use crate::threshold::Threshold;
 
@@ -39,7 +40,17 @@ pub(super) async fn orchestrate(
         target,
         warnings: early_warnings,
         threads: _,
+        trend_columns,
+        samples,
     } = test;
+    let samples = (!samples.is_empty()).then(|| {
+        Arc::new(Samples::new(
+            samples,
+            thresholds
+                .iter()
+                .map(|t| (t.key.clone(), t.expression.clone())),
+        ))
+    });
     let warnings = Warnings::default();
     for w in early_warnings {
         warnings.push(w);
@@ -50,7 +61,7 @@ pub(super) async fn orchestrate(
     let mut running: Vec<Running> = Vec::new();
     let mut set: JoinSet<usize> = JoinSet::new();
     for (index, scenario) in scenarios.into_iter().enumerate() {
-        let metrics = Arc::new(ScenarioMetrics::new(scenario.name.clone()));
+        let metrics = Arc::new(ScenarioMetrics::new(scenario.name.clone(), samples.clone()));
         let ctx = ScenarioContext {
             name: scenario.name.clone(),
             workload: scenario.workload.clone(),
@@ -85,9 +96,10 @@ pub(super) async fn orchestrate(
             done: false,
         });
     }
-    let store = MetricsStore {
-        scenarios: running.iter().map(|r| r.metrics.clone()).collect(),
-    };
+    let store = MetricsStore::new(
+        running.iter().map(|r| r.metrics.clone()).collect(),
+        samples.clone(),
+    );
     let hard_deadline = t0 + bounds.max_duration;
     let mut series: Vec<Point> = Vec::new();
     let mut next_sample = t0 + Duration::from_secs(1);
@@ -138,6 +150,9 @@ pub(super) async fn orchestrate(
             warnings.push(format!("cannot write the time series: {e}"));
         }
     }
+    if let Some(failure) = samples.as_ref().and_then(|s| s.finish()) {
+        warnings.push(failure);
+    }
     let elapsed = now - t0;
     for r in &running {
         let dropped = r.metrics.dropped.load(Relaxed);
@@ -168,6 +183,7 @@ pub(super) async fn orchestrate(
         aborted: warnings.abort_reason(),
         warnings: warnings.list(),
         time_series: series,
+        trend_columns: &trend_columns,
     })
 }
 
@@ -186,6 +202,7 @@ fn sample(
     let elapsed = now - t0;
     let wall = SystemTime::now();
     let secs = window.as_secs_f64().max(1e-9);
+    let mut dropped_now: Vec<(Arc<str>, u64)> = Vec::new();
     let mut view = Live {
         elapsed,
         planned: live.borrow().planned,
@@ -201,6 +218,7 @@ fn sample(
         let (d_started, d_dropped) = (started - r.last_started, dropped - r.last_dropped);
         r.last_started = started;
         r.last_dropped = dropped;
+        dropped_now.push((r.scenario.name.clone(), d_dropped));
         let since_start = elapsed.checked_sub(r.scenario.start_time);
         let target_rate = since_start.and_then(|t| r.scenario.executor.rate_at(t));
         let active = since_start.is_some() && !(r.done && w.count == 0 && d_started == 0);
@@ -259,6 +277,8 @@ fn sample(
         .iter()
         .map(|r| r.metrics.dropped.load(Relaxed))
         .sum();
+    let dropped: Vec<(&str, u64)> = dropped_now.iter().map(|(s, n)| (&**s, *n)).collect();
+    store.sample_gauges(&dropped);
     live.send_replace(view);
 }
 

@@ -12,6 +12,7 @@ use super::file::{FilePlan, FileScenario, FileThreshold};
 use super::guess;
 use super::locate::FieldPath;
 use super::{MockOptions, Plan, ScenarioPlan, TargetSpec};
+use crate::metrics::{TrendColumn, DEFAULT_TREND_COLUMNS};
 use crate::run::Bounds;
 use crate::scenario::{
     Executor, Stage, DEFAULT_GRACEFUL_RAMP_DOWN, DEFAULT_GRACEFUL_STOP,
@@ -46,6 +47,22 @@ pub(crate) fn plan(file: FilePlan) -> Result<Plan, Problems> {
             .unwrap_or(Bounds::default().max_iterations),
         max_vus: file.options.max_vus.unwrap_or(Bounds::default().max_vus),
     };
+    let mut summary_trend_stats = Vec::new();
+    for (i, stat) in file
+        .options
+        .summary_trend_stats
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match TrendColumn::parse(stat) {
+            Ok(c) => summary_trend_stats.push(c),
+            Err(e) => problems.push((root.key("options").key("summary_trend_stats").index(i), e)),
+        }
+    }
+    if summary_trend_stats.is_empty() {
+        summary_trend_stats = DEFAULT_TREND_COLUMNS.to_vec();
+    }
     let target = target(file.target, &root.key("target"), &mut problems);
     if file.scenarios.is_empty() {
         problems.push((
@@ -126,6 +143,7 @@ pub(crate) fn plan(file: FilePlan) -> Result<Plan, Problems> {
             target,
             thresholds,
             scenarios,
+            summary_trend_stats,
         })
     } else {
         Err(problems)
