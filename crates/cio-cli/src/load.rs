@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cio_load::metrics::TrendColumn;
-use cio_load::report::Progress;
+use cio_load::report::{Progress, ProgressMode};
 use cio_load::{Connection, Credentials, Endpoint, Plan, SampleFormat};
 use cio_mock::{Faults, Latency, MockServer};
 use clap::Args;
@@ -62,9 +62,12 @@ pub struct LoadArgs {
     /// Start at most this many iterations (a safety bound, default 50,000,000).
     #[arg(long)]
     max_iterations: Option<u64>,
-    /// No live progress line (it is hidden anyway when stderr is not a terminal).
+    /// No progress: neither the bars (on a terminal) nor the status lines (elsewhere).
     #[arg(long)]
     no_progress: bool,
+    /// Off a terminal, print a status line per scenario this often (e.g. 30s).
+    #[arg(long, default_value = "10s", value_parser = cio_load::parse_duration, value_name = "DURATION")]
+    status_every: Duration,
     /// Do not print the summary (the exit code and --summary-export still tell).
     #[arg(long, short)]
     quiet: bool,
@@ -198,7 +201,10 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode, String> {
         .threads(args.threads)
         .start()
         .map_err(|e| e.to_string())?;
-    let progress = Progress::start(handle.live(), !args.no_progress);
+    let progress = Progress::start(
+        handle.live(),
+        ProgressMode::for_stderr(args.no_progress, args.status_every),
+    );
     let report = tokio::select! {
         r = handle.finish() => r,
         _ = tokio::signal::ctrl_c() => {

@@ -7,6 +7,7 @@ mod demo;
 mod load;
 mod mock;
 mod pipe;
+mod status;
 mod worker;
 
 use std::process::ExitCode;

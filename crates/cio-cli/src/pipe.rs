@@ -5,9 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cio_load::report::ProgressMode;
 use cio_pipeline::dead_letter::JsonLinesFile;
 use cio_pipeline::source::FileSource;
 use cio_pipeline::{Progress, StopReason};
+
+use crate::status::PipeStatus;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +72,13 @@ pub struct PipeArgs {
     /// saying what it waits for every 10 s.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     give_up_after: Option<Duration>,
+    /// No progress: neither the bar (on a terminal) nor the status lines (elsewhere).
+    #[arg(long)]
+    no_progress: bool,
+    /// Off a terminal, print a status line (read, delivered, in flight, dead letters) this
+    /// often (e.g. 30s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    status_every: Duration,
 }
 
 pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
@@ -127,9 +137,15 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         stop.cancel();
     });
     let progress = Arc::new(Progress::default());
+    let status = PipeStatus::start(
+        ProgressMode::for_stderr(args.no_progress, args.status_every),
+        Arc::clone(&progress),
+        source.read_progress(),
+    );
     let report = delivery
         .run(source, dead_letters, &settings, progress, shutdown)
         .await;
+    status.finish().await;
     signals.abort();
 
     let m = delivery.metrics().snapshot();

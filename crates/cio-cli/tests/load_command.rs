@@ -562,3 +562,45 @@ fn cio_load_runs_against_cio_mock_over_http_and_over_https() {
         }
     }
 }
+
+#[test]
+fn off_a_terminal_each_scenario_gets_a_status_line_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write(
+        dir.path(),
+        "plan.toml",
+        "[scenarios.open]\nexecutor = \"constant-arrival-rate\"\nrate = 20\nduration = \"3s\"\npre_allocated_vus = 2\n\n[scenarios.closed]\nexecutor = \"shared-iterations\"\nvus = 2\niterations = 40\n",
+    );
+    let run = |extra: &[&str]| {
+        let out = cio()
+            .arg("load")
+            .arg(&plan)
+            .args(["--quiet", "--status-every", "1s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[]);
+    let open: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("cio load ") && l.contains(" open "))
+        .collect();
+    assert!(open.len() >= 2, "{err}");
+    // k6's shape: VUs, elapsed over planned, achieved over target rate.
+    assert!(
+        open[0].contains(" VUs  ")
+            && open[0].contains("s/3.0s")
+            && open[0].contains("/20.0 iters/s"),
+        "{}",
+        open[0]
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains(" closed ") && l.contains("40 iterations") && l.ends_with("done")),
+        "{err}"
+    );
+    let quiet = run(&["--no-progress"]);
+    assert!(!quiet.contains("cio load "), "{quiet}");
+}

@@ -399,3 +399,43 @@ fn demo(tls: bool) {
         / s["unbatched"]["events_per_second"].as_f64().unwrap();
     assert!(ratio > 10.0, "batched only {ratio:.1}x the unbatched path");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_off_a_terminal_prints_a_status_line_unless_told_not_to() {
+    let mock = MockServer::builder().unlimited().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // 250 requests at 100/s, one per operation: about 2.5 s.
+    let n = write_events(&input, 0, 250, None);
+    let size = std::fs::metadata(&input).unwrap().len();
+    let run = |extra: &[&str]| {
+        let out = cio()
+            .args(["pipe", "--input"])
+            .arg(&input)
+            .args(["--endpoint", &mock.url(), "--rate", "100", "--no-batch"])
+            .arg("--dead-letter")
+            .arg(dir.path().join("dead.jsonl"))
+            .args(["--status-every", "1s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("cio pipe ")).collect();
+    assert!(lines.len() >= 2, "{err}");
+    // What was read of the whole, delivered with its rate, in flight, dead letters.
+    let first = lines[0];
+    assert!(first.starts_with("cio pipe 1s | "), "{first}");
+    assert!(
+        first.contains(&format!("of {} read", indicatif::HumanBytes(size))),
+        "{first}"
+    );
+    for part in ["delivered ", "/s) | in flight ", "| dead letters 0"] {
+        assert!(first.contains(part), "{first}");
+    }
+    assert!(n > 0);
+    let quiet = run(&["--no-progress"]);
+    assert!(!quiet.contains("cio pipe "), "{quiet}");
+}

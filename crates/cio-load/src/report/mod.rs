@@ -78,7 +78,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use progress::{Live, Progress};
+pub use progress::{Live, Progress, ProgressMode, ScenarioLive};
 
 use crate::metrics::{
     Aggregate, Metric, MetricsStore, ScenarioMetrics, Series, TagFilter, TrendColumn, TrendStats,

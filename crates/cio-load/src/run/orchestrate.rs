@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Live, LoadTest, Warnings};
 use crate::executor::{self, IterationBudget, ScenarioContext};
-use crate::metrics::{MetricsStore, ScenarioMetrics, TrendStats, Window};
+use crate::metrics::{MetricsStore, ScenarioMetrics, TagFilter, TrendStats, Window};
+use crate::report::ScenarioLive;
 use crate::report::{Point, Report};
 use crate::samples::Samples;
 use crate::scenario::Scenario;
@@ -228,6 +229,26 @@ fn sample(
         view.achieved_rate += d_started as f64 / secs;
         view.vus += vus;
         view.vus_max += vus_max;
+        let totals = r.metrics.merged(&TagFilter::default());
+        view.scenarios.push(ScenarioLive {
+            name: r.scenario.name.to_string(),
+            elapsed: since_start
+                .unwrap_or_default()
+                .min(r.scenario.executor.duration()),
+            planned: r.scenario.executor.duration(),
+            target_rate,
+            achieved_rate: if since_start.is_some() && !r.done {
+                d_started as f64 / secs
+            } else {
+                0.0
+            },
+            vus,
+            vus_max,
+            iterations: totals.count,
+            errors: totals.failed,
+            dropped,
+            done: r.done,
+        });
         if !active {
             continue;
         }

@@ -70,7 +70,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use channel::{channel, ChannelAck, ChannelSender, ChannelSource, Closed, Receipt, Settlement};
-pub use file::{FileAck, FileSource, FileSourceBuilder};
+pub use file::{FileAck, FileSource, FileSourceBuilder, ReadProgress};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaAck, KafkaLag, KafkaSource, KafkaSourceBuilder};
 pub use memory::{AckLog, MemoryAck, MemorySource};

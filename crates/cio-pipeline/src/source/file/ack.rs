@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     /// Set while `next` waits for the checkpoint to catch up: then every ack wakes the writer.
     pub(crate) window_waiting: AtomicBool,
     pub(crate) wake: Notify,
+    /// Bytes of input read in this run (for progress).
+    pub(crate) bytes_read: AtomicU64,
 }
 
 struct Tracked {
@@ -37,6 +39,7 @@ impl Shared {
             every: every.max(1),
             window_waiting: AtomicBool::new(false),
             wake: Notify::new(),
+            bytes_read: AtomicU64::new(0),
         }
     }
 

@@ -107,6 +107,35 @@ struct WriterTask {
     path: PathBuf,
 }
 
+/// How far a [`FileSource`] has read, from [`FileSource::read_progress`].
+#[derive(Clone)]
+pub struct ReadProgress {
+    shared: Arc<Shared>,
+    to_read: Option<u64>,
+}
+
+impl ReadProgress {
+    /// Bytes read in this run.
+    pub fn bytes_read(&self) -> u64 {
+        self.shared.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes there were to read when the run started; `None` when an input is stdin (or a file
+    /// grows, in follow mode, past it).
+    pub fn bytes_to_read(&self) -> Option<u64> {
+        self.to_read
+    }
+}
+
+impl std::fmt::Debug for ReadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadProgress")
+            .field("bytes_read", &self.bytes_read())
+            .field("bytes_to_read", &self.to_read)
+            .finish()
+    }
+}
+
 /// JSON lines (or any lines) from files or stdin, with follow mode and a checkpoint. See the
 /// [module docs](self).
 ///
@@ -163,6 +192,28 @@ impl FileSource {
             .iter()
             .map(|i| (i.origin.clone(), i.start))
             .collect()
+    }
+
+    /// A handle that tells how far reading has got, for a progress bar: bytes read in this
+    /// run, and the bytes there were to read (the files' sizes past where this run started;
+    /// unknown for stdin). It stays valid after the source moved into a processor.
+    pub fn read_progress(&self) -> ReadProgress {
+        let to_read = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let size = i
+                    .path
+                    .as_ref()
+                    .and_then(|p| std::fs::metadata(p).ok())?
+                    .len();
+                Some(size.saturating_sub(i.start.offset))
+            })
+            .sum();
+        ReadProgress {
+            shared: Arc::clone(&self.shared),
+            to_read,
+        }
     }
 
     /// The first unacknowledged position of each input now (what the next checkpoint write
@@ -270,6 +321,9 @@ impl FileSource {
         let input = &self.inputs[self.current];
         let start = self.pos;
         self.pos += self.consumed;
+        self.shared
+            .bytes_read
+            .fetch_add(self.consumed, Ordering::Relaxed);
         self.line += 1;
         self.read_total += 1;
         let end = Mark {
