@@ -3,7 +3,8 @@
 //! worker is killed with SIGKILL midway. Nothing is lost, the mock never answers a 429 of its
 //! own, and no second carries more than the limit plus the burst.
 //!
-//! Needs the Redis at 127.0.0.1:6379 (`.ci/run` starts it) and the `redis` feature.
+//! Brings its own Redis (a private `redis-server`, or `REDIS_URL`; see `cio-test-redis`) and
+//! needs the `redis` feature.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -66,7 +67,8 @@ fn spawn_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_share_a_stream_and_a_limit_and_lose_nothing_when_one_dies() {
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let base = cio_test_redis::url();
+    let client = redis::Client::open(base.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let tag = format!(
         "{}-{}",
@@ -101,8 +103,8 @@ async fn four_workers_share_a_stream_and_a_limit_and_lose_nothing_when_one_dies(
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let source = format!("redis://127.0.0.1:6379/?stream={stream}&group=cio&claim_idle_ms=2000");
-    let limit = format!("redis://127.0.0.1:6379/{limit_key}");
+    let source = format!("{base}/?stream={stream}&group=cio&claim_idle_ms=2000");
+    let limit = format!("{base}/{limit_key}");
     let (mut workers, _stdouts): (Vec<Child>, Vec<_>) = (0..4)
         .map(|i| spawn_worker(i, &source, &limit, &mock.url(), dir.path()))
         .unzip();

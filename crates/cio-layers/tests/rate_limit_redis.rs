@@ -1,5 +1,5 @@
-//! The Redis rate-limit backend against the Redis on this machine (127.0.0.1:6379, or
-//! `REDIS_URL`), in real time: two replicas share one limit; fail-closed and fall-back when
+//! The Redis rate-limit backend against a private `redis-server` of this test binary (or
+//! `REDIS_URL`; see `cio-test-redis`), in real time: two replicas share one limit; fail-closed and fall-back when
 //! Redis cannot be reached. Each test uses a key of its own and deletes it.
 
 use std::num::NonZeroU32;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 fn url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    cio_test_redis::url()
 }
 
 fn quota(rate: u32, burst: u32) -> Quota {

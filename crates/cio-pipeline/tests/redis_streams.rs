@@ -1,4 +1,5 @@
-//! The Redis Streams source against the Redis on this machine (127.0.0.1:6379, or `REDIS_URL`).
+//! The Redis Streams source against a private `redis-server` of this test binary (or
+//! `REDIS_URL`; see `cio-test-redis`).
 //! Each test works on a stream of its own and deletes it at the end.
 
 use std::collections::BTreeSet;
@@ -17,7 +18,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 fn url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    cio_test_redis::url()
 }
 
 /// A stream name no other test or run uses, and a connection to add entries and look.
