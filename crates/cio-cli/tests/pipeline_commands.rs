@@ -439,3 +439,55 @@ async fn pipe_off_a_terminal_prints_a_status_line_unless_told_not_to() {
     let quiet = run(&["--no-progress"]);
     assert!(!quiet.contains("cio pipe "), "{quiet}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_on_request_and_never_hold_the_api_key_at_any_level() {
+    use base64::Engine as _;
+    const SITE: &str = "site-7f3a";
+    const KEY: &str = "key-sekrit-91c2e";
+    let mock = MockServer::builder()
+        .unlimited()
+        .track_credentials(SITE, KEY)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_events(&input, 0, 300, Some(100));
+    // The Authorization header's value, as it goes over the wire.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{SITE}:{KEY}"));
+    for format in ["text", "json"] {
+        let out = cio()
+            .args(["pipe", "--input"])
+            .arg(&input)
+            // One request per operation: the most requests, the most chances to log a header.
+            .args(["--endpoint", &mock.url(), "--rate", "1000", "--no-batch"])
+            .args(["--site-id", SITE, "--api-key", KEY, "--log-format", format])
+            .arg("--dead-letter")
+            .arg(dir.path().join(format!("dead-{format}.jsonl")))
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        // Three bad lines are dead letters: exit 1, and plenty was logged.
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let all = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(all.lines().count() > 300, "{format}: {all}");
+        for secret in [KEY, basic.as_str()] {
+            assert!(!all.contains(secret), "{format}: the key is in the logs");
+        }
+        if format == "json" {
+            let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect();
+            assert!(events.len() > 300, "{}", events.len());
+            assert!(events
+                .iter()
+                .all(|e| e["level"].is_string() && e["timestamp"].is_string()));
+            assert!(events.iter().any(|e| e["level"] == "TRACE"));
+            assert!(!String::from_utf8_lossy(&out.stderr).contains(" INFO "));
+        }
+    }
+}

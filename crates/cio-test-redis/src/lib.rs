@@ -174,7 +174,11 @@ mod tests {
     #[test]
     fn without_redis_server_the_error_says_what_to_install() {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "tests::start_without_redis_server_on_the_path"])
+            .args([
+                "--ignored",
+                "--exact",
+                "tests::start_without_redis_server_on_the_path",
+            ])
             .env("PATH", "/nonexistent")
             .env_remove("REDIS_URL")
             .output()
