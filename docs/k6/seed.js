@@ -19,26 +19,21 @@ const stages = [
   { target: 0, duration: '2s' },
 ];
 
+// Both scenarios ramp the same way; only the function they run differs.
+const ramp = (exec) => ({
+  executor: 'ramping-arrival-rate',
+  startRate: 5,
+  timeUnit: '1s',
+  preAllocatedVUs: 20,
+  maxVUs: 100,
+  stages,
+  exec,
+});
+
 export const options = {
   scenarios: {
-    identify_load: {
-      executor: 'ramping-arrival-rate',
-      startRate: 5,
-      timeUnit: '1s',
-      preAllocatedVUs: 20,
-      maxVUs: 100,
-      stages,
-      exec: 'identifyScenario',
-    },
-    track_load: {
-      executor: 'ramping-arrival-rate',
-      startRate: 5,
-      timeUnit: '1s',
-      preAllocatedVUs: 20,
-      maxVUs: 100,
-      stages,
-      exec: 'trackScenario',
-    },
+    identify_load: ramp('identifyScenario'),
+    track_load: ramp('trackScenario'),
   },
   thresholds: {
     http_req_failed: ['rate<0.01'],

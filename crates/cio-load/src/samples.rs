@@ -54,7 +54,7 @@ pub(crate) struct Samples {
     failure: OnceLock<String>,
 }
 
-/// `(name, k6 type, contains)` of every metric written.
+/// k6's `(type, contains)` of each metric written.
 fn kind(metric: &str) -> (&'static str, &'static str) {
     match metric {
         "http_req_duration" | "iteration_duration" => ("trend", "time"),

@@ -24,9 +24,7 @@
 
 use std::time::Duration;
 
-use crate::metrics::{
-    trend::percentile_ms, Aggregate, Metric, MetricKind, MetricsStore, TagFilter, TrendColumn,
-};
+use crate::metrics::{Aggregate, Metric, MetricKind, MetricsStore, TagFilter, TrendColumn};
 
 /// How the values of a metric are reduced to one number.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,6 +45,20 @@ pub enum Aggregation {
     Rate,
     /// `value`: a gauge's last sample.
     Value,
+}
+
+impl Aggregation {
+    /// The trend statistic it reads (`count` for those a trend does not have).
+    fn trend_column(self) -> TrendColumn {
+        match self {
+            Aggregation::Percentile(p) => TrendColumn::Percentile(p),
+            Aggregation::Avg => TrendColumn::Avg,
+            Aggregation::Min => TrendColumn::Min,
+            Aggregation::Med => TrendColumn::Med,
+            Aggregation::Max => TrendColumn::Max,
+            Aggregation::Count | Aggregation::Rate | Aggregation::Value => TrendColumn::Count,
+        }
+    }
 }
 
 /// A comparison.
@@ -182,16 +194,7 @@ impl Threshold {
             (Aggregate::Gauge(g), Aggregation::Min) => g.min as f64,
             (Aggregate::Gauge(g), Aggregation::Max) => g.max as f64,
             (Aggregate::Gauge(g), _) => g.value as f64,
-            (Aggregate::Trend(h), agg) => match agg {
-                Aggregation::Percentile(p) => percentile_ms(&h, p),
-                Aggregation::Med => percentile_ms(&h, 50.0),
-                Aggregation::Avg if h.is_empty() => 0.0,
-                Aggregation::Avg => h.mean() / 1000.0,
-                Aggregation::Min if h.is_empty() => 0.0,
-                Aggregation::Min => h.min() as f64 / 1000.0,
-                Aggregation::Max => h.max() as f64 / 1000.0,
-                Aggregation::Count | Aggregation::Rate | Aggregation::Value => h.len() as f64,
-            },
+            (Aggregate::Trend(h), agg) => agg.trend_column().of(&h),
         };
         Verdict {
             ok: self.comparison.holds(value, self.value),

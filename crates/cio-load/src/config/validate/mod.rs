@@ -352,22 +352,27 @@ fn scenario(
                 duration: s.duration.map(|d| d.0).unwrap_or_default(),
             }
         }
-        "shared-iterations" => Executor::SharedIterations {
-            vus: s.vus.unwrap_or(1),
-            iterations: s.iterations.unwrap_or(1),
-            max_duration: s
+        "shared-iterations" | "per-vu-iterations" => {
+            // k6's defaults: one VU, one iteration, ten minutes at most.
+            let (vus, iterations) = (s.vus.unwrap_or(1), s.iterations.unwrap_or(1));
+            let max_duration = s
                 .max_duration
                 .map(|d| d.0)
-                .unwrap_or(DEFAULT_ITERATIONS_MAX_DURATION),
-        },
-        "per-vu-iterations" => Executor::PerVuIterations {
-            vus: s.vus.unwrap_or(1),
-            iterations: s.iterations.unwrap_or(1),
-            max_duration: s
-                .max_duration
-                .map(|d| d.0)
-                .unwrap_or(DEFAULT_ITERATIONS_MAX_DURATION),
-        },
+                .unwrap_or(DEFAULT_ITERATIONS_MAX_DURATION);
+            if kind == "shared-iterations" {
+                Executor::SharedIterations {
+                    vus,
+                    iterations,
+                    max_duration,
+                }
+            } else {
+                Executor::PerVuIterations {
+                    vus,
+                    iterations,
+                    max_duration,
+                }
+            }
+        }
         _ => {
             need(
                 problems,
