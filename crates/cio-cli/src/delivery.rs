@@ -92,7 +92,7 @@ impl DeliverySettings {
     }
 
     /// Customer.io's limits with the batch size asked for.
-    fn limits(&self) -> Limits {
+    pub fn limits(&self) -> Limits {
         Limits {
             batch_bytes: self.batch_max_bytes,
             ..Limits::default()

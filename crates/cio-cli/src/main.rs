@@ -7,6 +7,7 @@ mod demo;
 mod load;
 mod mock;
 mod pipe;
+mod replay;
 mod status;
 mod worker;
 
@@ -52,6 +53,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Send JSON-lines operations (files or stdin) to Customer.io or the mock, then report.
     Pipe(pipe::PipeArgs),
+    /// Send dead letters again (filtered by stage, retryability, time) through the same stack
+    /// as `pipe`; what fails again goes to a new dead-letter file.
+    Replay(replay::ReplayArgs),
     /// Run a long-lived pipeline (file follow, Redis Streams, Kafka) with /metrics, /healthz and
     /// /readyz, for Kubernetes.
     Worker(worker::WorkerArgs),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Pipe(args) => pipe::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Load(args) => load::run(args).await,

@@ -1,14 +1,15 @@
 //! `cio pipe`: send JSON-lines operations (files or stdin) to Customer.io, then report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cio_api::{Region, TrackCredentials};
 use cio_load::report::ProgressMode;
 use cio_pipeline::dead_letter::JsonLinesFile;
-use cio_pipeline::source::FileSource;
-use cio_pipeline::{Progress, StopReason};
+use cio_pipeline::source::{FileSource, ReadProgress};
+use cio_pipeline::{Progress, Report, Source, StopReason};
 
 use crate::status::PipeStatus;
 use clap::Args;
@@ -31,6 +32,21 @@ pub struct PipeArgs {
     inputs: Vec<String>,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    /// Where operations that cannot be delivered go, with the reason (JSON lines, appended).
+    #[arg(long, value_name = "FILE", default_value = "cio-dead-letters.jsonl")]
+    dead_letter: PathBuf,
+    /// Resume from and record progress in this file (not with stdin).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// How operations are delivered: the flags `cio pipe` and `cio replay` share.
+#[derive(Args, Debug)]
+pub struct DeliveryArgs {
     /// Entries per v2 batch at most (Customer.io limits batches by bytes; this is a cap on top).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     batch_max_items: usize,
@@ -52,15 +68,6 @@ pub struct PipeArgs {
     /// One Track v1 request per operation instead of v2 batches.
     #[arg(long)]
     no_batch: bool,
-    /// Where operations that cannot be delivered go, with the reason (JSON lines, appended).
-    #[arg(long, value_name = "FILE", default_value = "cio-dead-letters.jsonl")]
-    dead_letter: PathBuf,
-    /// Resume from and record progress in this file (not with stdin).
-    #[arg(long, value_name = "FILE")]
-    checkpoint: Option<PathBuf>,
-    /// Write the final report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    report_json: Option<PathBuf>,
     /// Operations between read and settled at most.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     max_in_flight: usize,
@@ -68,10 +75,39 @@ pub struct PipeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
     /// Dead-letter a batch still failing after this long of retries (e.g. 1h). Default: never;
-    /// during an outage `cio pipe` holds the input back and retries until Customer.io answers,
+    /// during an outage the run holds the input back and retries until Customer.io answers,
     /// saying what it waits for every 10 s.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     give_up_after: Option<Duration>,
+}
+
+impl DeliveryArgs {
+    /// The settings these flags ask for, with the client options of `target`.
+    pub fn settings(&self, target: &TargetArgs) -> Result<DeliverySettings, String> {
+        let settings = DeliverySettings {
+            batch: !self.no_batch,
+            batch_max_items: self.batch_max_items,
+            batch_max_bytes: self.batch_max_bytes,
+            linger: Duration::from_millis(self.linger_ms),
+            rate: self.rate,
+            burst: self.burst.max(1),
+            concurrency: self.concurrency,
+            max_in_flight: self.max_in_flight,
+            drain_deadline: self.shutdown_timeout,
+            give_up_after: self.give_up_after,
+            client: target.client_options()?,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// What a run shows and writes besides delivering: the flags `cio pipe` and `cio replay` share.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Write the final report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
     /// No progress: neither the bar (on a terminal) nor the status lines (elsewhere).
     #[arg(long)]
     no_progress: bool,
@@ -83,19 +119,7 @@ pub struct PipeArgs {
 
 pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
     let (region, credentials) = args.target.resolve()?;
-    let settings = DeliverySettings {
-        batch: !args.no_batch,
-        batch_max_items: args.batch_max_items,
-        batch_max_bytes: args.batch_max_bytes,
-        linger: Duration::from_millis(args.linger_ms),
-        rate: args.rate,
-        burst: args.burst.max(1),
-        concurrency: args.concurrency,
-        max_in_flight: args.max_in_flight,
-        drain_deadline: args.shutdown_timeout,
-        give_up_after: args.give_up_after,
-        client: args.target.client_options()?,
-    };
+    let settings = args.delivery.settings(&args.target)?;
     let mut builder = FileSource::builder();
     for input in &args.inputs {
         if input == "-" {
@@ -115,20 +139,63 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         builder = builder.checkpoint(cp);
     }
     let source = builder
-        .max_unpersisted(args.max_in_flight as u64 * 2)
+        .max_unpersisted(settings.max_in_flight as u64 * 2)
         .open()
         .await
         .map_err(|e| format!("cannot open the input: {e}"))?;
-    let dead_letters = JsonLinesFile::create(&args.dead_letter)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot open --dead-letter {}: {e}",
-                args.dead_letter.display()
-            )
-        })?;
-    let delivery = Delivery::build(region, credentials, &settings)?;
+    let read = source.read_progress();
+    let report = deliver(
+        source,
+        read,
+        (region, credentials),
+        &settings,
+        &args.dead_letter,
+        &args.output,
+    )
+    .await?;
+    print_line(report.to_json());
+    Ok(exit_code(&report, &args.dead_letter))
+}
 
+/// 0 when everything read was delivered and the run ended cleanly, else 1 (saying why).
+pub fn exit_code(report: &Report, dead_letter: &Path) -> ExitCode {
+    if report.dead_lettered > 0 {
+        eprintln!(
+            "error: {} operation(s) could not be delivered; they are in {} with the reason",
+            report.dead_lettered,
+            dead_letter.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match report.stop {
+        StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!(
+                "error: the run stopped early: {:?} {:?}",
+                report.stop, report.close_errors
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `source` through the delivery stack to `target` until it ends (or Ctrl-C / SIGTERM), dead letters to
+/// `dead_letter`, with the progress `output` asks for; prints the summary line on stderr and
+/// writes `--report-json`.
+pub async fn deliver<S: Source + 'static>(
+    source: S,
+    read: ReadProgress,
+    target: (Region, TrackCredentials),
+    settings: &DeliverySettings,
+    dead_letter: &Path,
+    output: &OutputArgs,
+) -> Result<Report, String> {
+    let delivery = Delivery::build(target.0, target.1, settings)?;
+    let dead_letters = JsonLinesFile::create(dead_letter)
+        .await
+        .map_err(|e| format!("cannot open --dead-letter {}: {e}", dead_letter.display()))?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let signals = tokio::spawn(async move {
@@ -138,12 +205,12 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
     });
     let progress = Arc::new(Progress::default());
     let status = PipeStatus::start(
-        ProgressMode::for_stderr(args.no_progress, args.status_every),
+        ProgressMode::for_stderr(output.no_progress, output.status_every),
         Arc::clone(&progress),
-        source.read_progress(),
+        read,
     );
     let report = delivery
-        .run(source, dead_letters, &settings, progress, shutdown)
+        .run(source, dead_letters, settings, progress, shutdown)
         .await;
     status.finish().await;
     signals.abort();
@@ -160,29 +227,9 @@ pub async fn run(args: PipeArgs) -> Result<ExitCode, String> {
         m.p50,
         m.p99
     );
-    if let Some(path) = &args.report_json {
+    if let Some(path) = &output.report_json {
         std::fs::write(path, report.to_json())
             .map_err(|e| format!("cannot write --report-json {}: {e}", path.display()))?;
     }
-    print_line(report.to_json());
-    if report.dead_lettered > 0 {
-        eprintln!(
-            "error: {} operation(s) could not be delivered; they are in {} with the reason",
-            report.dead_lettered,
-            args.dead_letter.display()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    match report.stop {
-        StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            eprintln!(
-                "error: the run stopped early: {:?} {:?}",
-                report.stop, report.close_errors
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(report)
 }

@@ -238,10 +238,11 @@ async fn sigterm_during_an_outage_exits_in_time_and_a_restart_delivers_all() {
     assert_all_delivered(&run, &out, &mock, events);
 }
 
-use cio_test_redis::PrivateRedis;
-
+/// `--shared-limit` needs the binary's `redis` feature (the README's test command has it).
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_limits_redis_stopped_for_15_s_then_back() {
+    use cio_test_redis::PrivateRedis;
     const RATE: u64 = 20;
     const BURST: u64 = 2;
     let events = 20_000;

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::Position;
 
 pub use file::JsonLinesFile;
-pub use replay::Replay;
+pub use replay::{Replay, ReplayCounts, ReplayFilter, Skip};
 
 /// Where an input failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
