@@ -4,6 +4,7 @@ mod admin;
 mod common;
 mod delivery;
 mod demo;
+mod liveness;
 mod load;
 mod mock;
 mod pipe;

@@ -18,11 +18,12 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, Admin, AdminServer, Readiness};
 use crate::common::{
     duration_opt, parse_duration, print_line, wait_for_signal, ConcurrencyArg, TargetArgs,
 };
 use crate::delivery::{Delivery, DeliverySettings, SharedLimit};
+use crate::liveness::{self, Liveness, Sample};
 
 /// Flags of `cio worker`. Every one can also come from `CIO_<NAME>` or the `--config` file.
 #[derive(Args, Debug, Default, Deserialize)]
@@ -31,7 +32,7 @@ use crate::delivery::{Delivery, DeliverySettings, SharedLimit};
 CIO_SITE_ID=site CIO_API_KEY=key cio worker --source file:/var/lib/cio/events.jsonl \\\n    \
 --endpoint http://127.0.0.1:7070 --rate 100 --admin-listen 0.0.0.0:9090 --shutdown-timeout 30s\n\n\
 The file source follows the file as it grows and resumes from its checkpoint (default: FILE.checkpoint).\n\
-Admin endpoints: /metrics (Prometheus), /healthz, /readyz (503 while draining).\n\
+Admin endpoints: /metrics (Prometheus), /healthz (503 when stalled past --stall-timeout), /readyz (503 while draining).\n\
 SIGTERM or SIGINT: stop reading, drain within --shutdown-timeout, persist the checkpoint, exit 0.\n\
 Precedence: flags, then CIO_* environment variables, then the --config TOML file (keys in snake_case).")]
 pub struct WorkerArgs {
@@ -98,6 +99,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "CIO_GIVE_UP_AFTER", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_opt")]
     give_up_after: Option<Duration>,
+    /// /healthz answers 503 when, for this long, the worker had work (operations in flight, or
+    /// input waiting) and read, settled and retried nothing, or its runtime stopped running
+    /// [default: 2m]. Idle, or waiting out a Retry-After, it stays healthy.
+    #[arg(long, env = "CIO_STALL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_opt")]
+    stall_timeout: Option<Duration>,
 }
 
 impl WorkerArgs {
@@ -122,6 +129,7 @@ impl WorkerArgs {
             admin_listen: self.admin_listen.or(file.admin_listen),
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
             give_up_after: self.give_up_after.or(file.give_up_after),
+            stall_timeout: self.stall_timeout.or(file.stall_timeout),
         }
     }
 }
@@ -239,6 +247,12 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         client: args.target.client_options()?,
     };
     settings.check()?;
+    let stall_timeout = args.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
+    if stall_timeout < Duration::from_secs(1) {
+        return Err(format!(
+            "--stall-timeout {stall_timeout:?} is too short: progress is sampled once a second; give 1s or more (default 2m)"
+        ));
+    }
     let admin_addr = args
         .admin_listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
@@ -275,6 +289,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
     let context = Running {
         delivery,
         settings,
+        stall_timeout,
         listener,
         admin_url,
         prometheus,
@@ -295,8 +310,18 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
                 .await
                 .map_err(|e| format!("cannot open --source {}: {e}", path.display()))?;
             let label = format!("{} (checkpoint {})", path.display(), checkpoint.display());
+            let read = source.read_progress();
             context
-                .run(source, dead_letters, label, Lag::File { path, checkpoint })
+                .run(
+                    source,
+                    dead_letters,
+                    label,
+                    Lag::File {
+                        path,
+                        checkpoint,
+                        read,
+                    },
+                )
                 .await
         }
         #[cfg(feature = "redis")]
@@ -307,7 +332,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             consumer,
             claim_idle,
         } => {
-            use cio_pipeline::source::{LagProbe, RedisStreamSource};
+            use cio_pipeline::source::RedisStreamSource;
             let mut builder = RedisStreamSource::builder(url.as_str(), stream.as_str(), group.as_str());
             if let Some(c) = consumer {
                 builder = builder.consumer(c);
@@ -322,7 +347,15 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             let probe = source.lag_probe();
             let lag = Lag::Messages(Arc::new(move || {
                 let probe = probe.clone();
-                Box::pin(async move { probe.lag().await.ok() })
+                Box::pin(async move {
+                    let b = probe.backlog().await.ok()?;
+                    // What no member has read: with it waiting, an idle member is not reading.
+                    // (Pending entries may be other members' work in flight.)
+                    Some(QueueLag {
+                        lag: b.total(),
+                        unread: Some(b.undelivered),
+                    })
+                })
             }));
             let label = format!("{url} stream {stream} group {group} as {}", source.consumer_name());
             context.run(source, dead_letters, label, lag).await
@@ -342,7 +375,13 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             let probe = source.lag_probe();
             let lag = Lag::Messages(Arc::new(move || {
                 let probe = probe.clone();
-                Box::pin(async move { probe.lag().await.ok() })
+                Box::pin(async move {
+                    // This member's own partitions: what is not acknowledged, in flight included.
+                    Some(QueueLag {
+                        lag: probe.lag().await.ok()?,
+                        unread: None,
+                    })
+                })
             }));
             let label = format!("kafka://{brokers} topic {topic} group {group}");
             context.run(source, dead_letters, label, lag).await
@@ -352,18 +391,38 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// `--stall-timeout` when not given: longer than any wait the stack makes by itself (a request
+/// attempt 10 s, a backoff at most 30 s, a batch's linger), short enough to restart a stuck
+/// worker within minutes.
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How the backlog is measured.
 enum Lag {
-    /// File length minus the checkpointed offset (`cio_worker_source_lag_bytes`).
-    File { path: PathBuf, checkpoint: PathBuf },
+    /// File length minus the checkpointed offset (`cio_worker_source_lag_bytes`); what is not
+    /// read yet, for liveness.
+    File {
+        path: PathBuf,
+        checkpoint: PathBuf,
+        read: cio_pipeline::source::ReadProgress,
+    },
     /// The queue's own count (`cio_worker_source_lag_messages`).
     #[allow(dead_code)] // used with the redis or kafka feature
     Messages(LagReader),
 }
 
+/// A queue's backlog.
+#[cfg_attr(not(any(feature = "redis", feature = "kafka")), allow(dead_code))]
+struct QueueLag {
+    /// Messages not acknowledged (`cio_worker_source_lag_messages`).
+    lag: u64,
+    /// Messages waiting to be read by this member, when the queue says; else `lag` minus what
+    /// is in flight.
+    unread: Option<u64>,
+}
+
 /// Reads a queue's backlog on demand (a boxed `LagProbe`).
 type LagReader = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send>>
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<QueueLag>> + Send>>
         + Send
         + Sync,
 >;
@@ -372,6 +431,7 @@ type LagReader = Arc<
 struct Running {
     delivery: Delivery,
     settings: DeliverySettings,
+    stall_timeout: Duration,
     listener: tokio::net::TcpListener,
     admin_url: String,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -388,20 +448,29 @@ impl Running {
         let Running {
             delivery,
             settings,
+            stall_timeout,
             listener,
             admin_url,
             prometheus,
         } = self;
         let ready = Readiness::default();
-        let stop_admin = CancellationToken::new();
-        let admin_task = tokio::spawn(admin::serve(
+        let liveness = Arc::new(Liveness::new(stall_timeout));
+        let heartbeat = tokio::spawn(liveness::heartbeat(liveness.clone()));
+        let admin = AdminServer::start(
             listener,
-            prometheus,
-            ready.clone(),
-            stop_admin.clone(),
-        ));
+            Admin {
+                prometheus: Some(prometheus),
+                ready: ready.clone(),
+                liveness: liveness.clone(),
+            },
+        )?;
         let progress = Arc::new(Progress::default());
-        let gauges = tokio::spawn(export_gauges(progress.clone(), delivery.clone(), lag));
+        let gauges = tokio::spawn(export_gauges(
+            progress.clone(),
+            delivery.clone(),
+            lag,
+            liveness,
+        ));
         // Ready before the line is printed: scripts (and the tests) probe /readyz as soon as
         // they read it, and a worker thread can be descheduled between two statements.
         ready.set(true);
@@ -427,8 +496,8 @@ impl Running {
         ready.set(false);
         signals.abort();
         gauges.abort();
-        stop_admin.cancel();
-        let _ = admin_task.await;
+        heartbeat.abort();
+        admin.stop().await;
         print_line(report.to_json());
         match report.stop {
             StopReason::EndOfInput | StopReason::Cancelled if report.close_errors.is_empty() => {
@@ -442,8 +511,13 @@ impl Running {
     }
 }
 
-/// Publishes the pipeline's live state as gauges every second.
-async fn export_gauges(progress: Arc<Progress>, delivery: Delivery, lag_source: Lag) {
+/// Publishes the pipeline's live state as gauges every second, and gives it to `liveness`.
+async fn export_gauges(
+    progress: Arc<Progress>,
+    delivery: Delivery,
+    lag_source: Lag,
+    liveness: Arc<Liveness>,
+) {
     let read = metrics::counter!("cio_worker_read_total");
     let delivered = metrics::counter!("cio_worker_delivered_total");
     let dead = metrics::counter!("cio_worker_dead_lettered_total");
@@ -491,18 +565,46 @@ async fn export_gauges(progress: Arc<Progress>, delivery: Delivery, lag_source: 
         if let Some(c) = delivery.concurrency() {
             limit.set(c.limit() as f64);
         }
-        match &lag_source {
-            Lag::File { path, checkpoint } => {
+        let backlog = match &lag_source {
+            Lag::File {
+                path,
+                checkpoint,
+                read,
+            } => {
                 if let Some(l) = file_lag(path, checkpoint) {
                     lag_bytes.set(l as f64);
                 }
+                read.bytes_unread()
             }
             Lag::Messages(probe) => {
-                if let Some(l) = probe().await {
-                    lag_messages.set(l as f64);
-                }
+                // A broker that does not answer must not hold the sampling (and liveness) up.
+                let l = tokio::time::timeout(Duration::from_secs(2), probe())
+                    .await
+                    .ok()
+                    .flatten();
+                l.map(|l| {
+                    lag_messages.set(l.lag as f64);
+                    l.unread
+                        .unwrap_or_else(|| l.lag.saturating_sub(progress.in_flight()))
+                })
             }
-        }
+        };
+        liveness.observe(
+            Sample {
+                read: progress.read(),
+                settled: progress.delivered()
+                    + progress.dead_lettered()
+                    + progress.unacknowledged(),
+                retries: status.retries,
+                in_flight: progress.in_flight(),
+                backlog,
+                waiting_to_retry: status.retrying > 0
+                    && status
+                        .next_try
+                        .is_some_and(|t| t > tokio::time::Instant::now()),
+            },
+            std::time::Instant::now(),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -491,3 +491,98 @@ async fn logs_are_json_on_request_and_never_hold_the_api_key_at_any_level() {
         }
     }
 }
+
+/// `/healthz` tells a stall from idleness: 200 while the worker waits for input, 503 while a
+/// batch hangs (Customer.io answers after 4 s, the attempt may take a minute, the stall
+/// timeout is 1 s), 200 again once it settles, and 200 through idleness past the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_healthz_is_503_while_stalled_and_200_while_idle() {
+    let mock = MockServer::builder()
+        .unlimited()
+        .faults(cio_mock::Faults {
+            latency_ms: Some(cio_mock::Latency::fixed(Duration::from_secs(4))),
+            ..cio_mock::Faults::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let mut child = cio()
+        .args(["worker", "--source"])
+        .arg(format!("file:{}", input.display()))
+        .args(["--endpoint", &mock.url(), "--linger-ms", "20"])
+        .args(["--stall-timeout", "1s", "--request-timeout", "60s"])
+        .args(["--admin-listen", "127.0.0.1:0", "--shutdown-timeout", "5s"])
+        .arg("--dead-letter")
+        .arg(dir.path().join("dead.jsonl"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let admin = line
+        .trim()
+        .rsplit("admin http://")
+        .next()
+        .unwrap()
+        .to_owned();
+    let health = || http_get(&admin, "/healthz");
+
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        health().0,
+        200,
+        "idle, past the stall timeout: {:?}",
+        health()
+    );
+
+    write_events(&input, 0, 10, None);
+    let started = Instant::now();
+    let stalled = loop {
+        let (status, body) = health();
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "never 503: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        stalled.contains("stalled: 10 operation(s) in flight")
+            && stalled.contains("threshold 1.0 s"),
+        "{stalled}"
+    );
+    assert_eq!(
+        http_get(&admin, "/readyz").0,
+        200,
+        "liveness is not readiness"
+    );
+    let recovered = loop {
+        let (status, body) = health();
+        if status == 200 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never 200 again: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(recovered >= Duration::from_secs(3), "{recovered:?}");
+    assert_eq!(mock.stats().unique_event_ids, 10);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(health().0, 200, "idle again: {:?}", health());
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

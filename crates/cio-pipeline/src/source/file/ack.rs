@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Bytes of input read in this run (for progress).
     pub(crate) bytes_read: AtomicU64,
+    /// Bytes of a line read in part at the end of a followed file (its writer has not ended
+    /// it yet): in the file, but not a line the source could give.
+    pub(crate) partial_line: AtomicU64,
 }
 
 struct Tracked {
@@ -40,6 +43,7 @@ impl Shared {
             window_waiting: AtomicBool::new(false),
             wake: Notify::new(),
             bytes_read: AtomicU64::new(0),
+            partial_line: AtomicU64::new(0),
         }
     }
 

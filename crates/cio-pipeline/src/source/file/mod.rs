@@ -112,6 +112,8 @@ struct WriterTask {
 pub struct ReadProgress {
     shared: Arc<Shared>,
     to_read: Option<u64>,
+    /// Each file input and where this run started in it; `None` when an input is stdin.
+    files: Option<Vec<(PathBuf, u64)>>,
 }
 
 impl ReadProgress {
@@ -124,6 +126,22 @@ impl ReadProgress {
     /// grows, in follow mode, past it).
     pub fn bytes_to_read(&self) -> Option<u64> {
         self.to_read
+    }
+
+    /// Bytes of complete lines in the inputs now that the source has not read yet: what is
+    /// waiting for it (0 when it has caught up with a followed file; a line its writer has
+    /// not ended yet does not count). Reads the files' sizes; `None` when an input is stdin or
+    /// a file cannot be read.
+    pub fn bytes_unread(&self) -> Option<u64> {
+        let mut total = 0u64;
+        for (path, start) in self.files.as_ref()? {
+            total += std::fs::metadata(path).ok()?.len().saturating_sub(*start);
+        }
+        Some(
+            total
+                .saturating_sub(self.bytes_read())
+                .saturating_sub(self.shared.partial_line.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -210,9 +228,15 @@ impl FileSource {
                 Some(size.saturating_sub(i.start.offset))
             })
             .sum();
+        let files = self
+            .inputs
+            .iter()
+            .map(|i| Some((i.path.clone()?, i.start.offset)))
+            .collect();
         ReadProgress {
             shared: Arc::clone(&self.shared),
             to_read,
+            files,
         }
     }
 
@@ -332,6 +356,7 @@ impl FileSource {
         };
         let content_len = self.consumed - u64::from(newline);
         self.consumed = 0;
+        self.shared.partial_line.store(0, Ordering::Relaxed);
         let oversize = (content_len > self.max_line as u64).then_some(content_len);
         if oversize.is_some() {
             self.buf.truncate(self.max_line);
@@ -417,6 +442,9 @@ impl Source for FileSource {
             }
             // End of what the input holds now.
             if following {
+                self.shared
+                    .partial_line
+                    .store(self.consumed, Ordering::Relaxed);
                 let path = self.inputs[self.current].path.clone();
                 check_not_truncated(path, self.pos + self.consumed).await?;
                 tokio::time::sleep(self.poll_interval).await;

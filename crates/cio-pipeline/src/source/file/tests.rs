@@ -182,24 +182,31 @@ async fn follows_a_growing_file_and_refuses_a_truncated_one() {
         .open()
         .await
         .unwrap();
+    let read = s.read_progress();
+    assert_eq!(read.bytes_unread(), Some(6));
     let m = s.next().await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"first");
+    assert_eq!(read.bytes_unread(), Some(0));
     // Nothing more yet: waits instead of ending.
     assert!(tokio::time::timeout(Duration::from_millis(50), s.next())
         .await
         .is_err());
-    // A line written in two parts is delivered once, whole.
+    // A line written in two parts is delivered once, whole; its first part is nothing the
+    // source could give yet, so nothing is waiting for it.
     append(&a, b"sec");
     assert!(tokio::time::timeout(Duration::from_millis(50), s.next())
         .await
         .is_err());
+    assert_eq!(read.bytes_unread(), Some(0));
     append(&a, b"ond\n");
+    assert_eq!(read.bytes_unread(), Some(4));
     let m = tokio::time::timeout(Duration::from_secs(5), s.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!((&m.payload[..], line_of(&m)), (&b"second"[..], (2, 6)));
+    assert_eq!(read.bytes_unread(), Some(0));
     write(&a, b"x\n");
     let err = tokio::time::timeout(Duration::from_secs(5), s.next())
         .await
