@@ -83,6 +83,9 @@ pub struct StackConfig {
     pub batch: BatchConfig,
     /// Name of the metrics (the `name` label); the attempt metrics are `{metrics_name}_attempt`.
     pub metrics_name: String,
+    /// Prefix of the metric names: `{metrics_prefix}_requests_total` and so on (default
+    /// [`DEFAULT_PREFIX`](cio_layers::metrics::DEFAULT_PREFIX), `cio`).
+    pub metrics_prefix: String,
 }
 
 impl Default for StackConfig {
@@ -106,6 +109,7 @@ impl Default for StackConfig {
                 ..BatchConfig::default()
             },
             metrics_name: "customerio_batch".into(),
+            metrics_prefix: cio_layers::metrics::DEFAULT_PREFIX.into(),
         }
     }
 }
@@ -175,9 +179,13 @@ impl BatchedStack {
         B: RateLimitBackend,
     {
         let limits = client.limits().clone();
-        let metrics = MetricsLayer::new(config.metrics_name.clone());
+        let metrics = MetricsLayer::builder(config.metrics_name.clone())
+            .prefix(config.metrics_prefix.clone())
+            .build();
         let metrics_handle = metrics.handle();
-        let attempts = MetricsLayer::new(format!("{}_attempt", config.metrics_name));
+        let attempts = MetricsLayer::builder(format!("{}_attempt", config.metrics_name))
+            .prefix(config.metrics_prefix.clone())
+            .build();
         let attempts_handle = attempts.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
         let retries = retry.handle();
@@ -345,7 +353,9 @@ impl std::fmt::Debug for UnbatchedStack {
 impl UnbatchedStack {
     /// Builds the stack over `client`.
     pub fn new(client: TrackClient, config: StackConfig) -> Result<Self, StackConfigError> {
-        let metrics = MetricsLayer::new(config.metrics_name.clone());
+        let metrics = MetricsLayer::builder(config.metrics_name.clone())
+            .prefix(config.metrics_prefix.clone())
+            .build();
         let metrics_handle = metrics.handle();
         let retry = RetryLayer::by_error(config.retry.clone());
         let retries = retry.handle();

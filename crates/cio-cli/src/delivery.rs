@@ -49,6 +49,8 @@ pub struct DeliverySettings {
     /// The clients' options: the request and connect timeouts (the one place an attempt's time
     /// is set), TLS roots.
     pub client: ClientOptions,
+    /// Prefix of the stack's metric names (`cio` gives `cio_requests_total`, ...).
+    pub metrics_prefix: String,
 }
 
 impl Default for DeliverySettings {
@@ -65,6 +67,7 @@ impl Default for DeliverySettings {
             drain_deadline: Duration::from_secs(30),
             give_up_after: None,
             client: ClientOptions::default(),
+            metrics_prefix: cio_layers::metrics::DEFAULT_PREFIX.into(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl DeliverySettings {
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());
         }
+        check_metrics_prefix(&self.metrics_prefix)?;
         Ok(())
     }
 
@@ -125,8 +129,23 @@ impl DeliverySettings {
                 max_concurrent_batches: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             },
             metrics_name: name.to_owned(),
+            metrics_prefix: self.metrics_prefix.clone(),
         }
     }
+}
+
+/// A Prometheus metric name prefix: `[a-zA-Z_][a-zA-Z0-9_]*`, without the `_` that joins it.
+fn check_metrics_prefix(prefix: &str) -> Result<(), String> {
+    let mut chars = prefix.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || prefix.ends_with('_') {
+        return Err(format!(
+            "--metrics-prefix {prefix:?} cannot start a Prometheus metric name: give letters, digits and underscores, not starting with a digit nor ending with `_` (e.g. cio, acme_cio)"
+        ));
+    }
+    Ok(())
 }
 
 /// A rate limit shared by every replica, kept in Redis (`--shared-limit redis://HOST:PORT/KEY`).

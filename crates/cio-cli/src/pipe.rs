@@ -96,6 +96,7 @@ impl DeliveryArgs {
             drain_deadline: self.shutdown_timeout,
             give_up_after: self.give_up_after,
             client: target.client_options()?,
+            ..DeliverySettings::default()
         };
         settings.check()?;
         Ok(settings)

@@ -41,8 +41,9 @@ pub struct WorkerArgs {
     #[serde(skip)]
     config: Option<PathBuf>,
     /// Where work comes from: `file:PATH` (followed as it grows),
-    /// `redis://HOST:PORT/?stream=S&group=G[&consumer=C][&claim_idle_ms=N]` (Redis Streams,
-    /// feature `redis`) or `kafka://BROKER[,BROKER]/?topic=T&group=G` (feature `kafka`).
+    /// `redis://HOST:PORT/?stream=S&group=G[&consumer=C][&claim_idle_ms=N][&prune_idle_ms=N]`
+    /// (Redis Streams, feature `redis`) or
+    /// `kafka://BROKER[,BROKER]/?topic=T&group=G[&read_ahead=N]` (feature `kafka`).
     #[arg(long, env = "CIO_SOURCE", value_name = "URL")]
     source: Option<String>,
     /// Share the rate limit with every replica through Redis: `redis://HOST:PORT/KEY`
@@ -105,6 +106,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "CIO_STALL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_opt")]
     stall_timeout: Option<Duration>,
+    /// Prefix of the delivery stack's metrics: `PREFIX_requests_total`,
+    /// `PREFIX_request_duration_seconds`, `PREFIX_in_flight` [default: cio]. The worker's own
+    /// (`cio_worker_*`, `cio_build_info`) keep their names.
+    #[arg(long, env = "CIO_METRICS_PREFIX", value_name = "PREFIX")]
+    metrics_prefix: Option<String>,
 }
 
 impl WorkerArgs {
@@ -130,6 +136,7 @@ impl WorkerArgs {
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
             give_up_after: self.give_up_after.or(file.give_up_after),
             stall_timeout: self.stall_timeout.or(file.stall_timeout),
+            metrics_prefix: self.metrics_prefix.or(file.metrics_prefix),
         }
     }
 }
@@ -150,11 +157,13 @@ enum SourceUrl {
         group: String,
         consumer: Option<String>,
         claim_idle: Option<Duration>,
+        prune_idle: Option<Duration>,
     },
     Kafka {
         brokers: String,
         topic: String,
         group: String,
+        read_ahead: Option<u64>,
     },
 }
 
@@ -185,18 +194,24 @@ fn parse_source(s: &str) -> Result<SourceUrl, String> {
                 "--source {s:?}: a Redis Streams source needs ?stream=NAME&group=NAME, e.g. redis://127.0.0.1:6379/?stream=events&group=cio"
             ));
         };
-        let claim_idle = match q.get("claim_idle_ms") {
-            None => None,
-            Some(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
-                format!("--source: claim_idle_ms={v:?} is not a number of milliseconds")
-            })?)),
+        let ms = |key: &str| -> Result<Option<Duration>, String> {
+            q.get(key)
+                .map(|v| {
+                    v.parse().map(Duration::from_millis).map_err(|_| {
+                        format!("--source: {key}={v:?} is not a number of milliseconds")
+                    })
+                })
+                .transpose()
         };
+        let claim_idle = ms("claim_idle_ms")?;
+        let prune_idle = ms("prune_idle_ms")?;
         return Ok(SourceUrl::Redis {
             url: format!("redis://{host}"),
             stream: stream.clone(),
             group: group.clone(),
             consumer: q.get("consumer").cloned(),
             claim_idle,
+            prune_idle,
         });
     }
     if let Some(rest) = s.strip_prefix("kafka://") {
@@ -210,10 +225,20 @@ fn parse_source(s: &str) -> Result<SourceUrl, String> {
         if brokers.is_empty() {
             return Err(format!("--source {s:?}: no broker address"));
         }
+        let read_ahead = q
+            .get("read_ahead")
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "--source: read_ahead={v:?} is not a number of records (1 or more)"
+                )),
+            })
+            .transpose()?;
         return Ok(SourceUrl::Kafka {
             brokers,
             topic: topic.clone(),
             group: group.clone(),
+            read_ahead,
         });
     }
     Err(format!(
@@ -245,6 +270,10 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
         drain_deadline: args.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
         give_up_after: args.give_up_after,
         client: args.target.client_options()?,
+        metrics_prefix: args
+            .metrics_prefix
+            .clone()
+            .unwrap_or_else(|| cio_layers::metrics::DEFAULT_PREFIX.into()),
     };
     settings.check()?;
     let stall_timeout = args.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
@@ -331,6 +360,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             group,
             consumer,
             claim_idle,
+            prune_idle,
         } => {
             use cio_pipeline::source::RedisStreamSource;
             let mut builder = RedisStreamSource::builder(url.as_str(), stream.as_str(), group.as_str());
@@ -339,6 +369,9 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             }
             if let Some(idle) = claim_idle {
                 builder = builder.claim_idle(idle);
+            }
+            if let Some(idle) = prune_idle {
+                builder = builder.prune_idle(Some(idle));
             }
             let source = builder
                 .open()
@@ -365,10 +398,14 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, String> {
             brokers,
             topic,
             group,
+            read_ahead,
         } => {
             use cio_pipeline::source::{KafkaSource, LagProbe};
-            let source = KafkaSource::builder(brokers.as_str(), group.as_str())
-                .topic(topic.as_str())
+            let mut builder = KafkaSource::builder(brokers.as_str(), group.as_str()).topic(topic.as_str());
+            if let Some(n) = read_ahead {
+                builder = builder.read_ahead(n);
+            }
+            let source = builder
                 .open()
                 .await
                 .map_err(|e| format!("cannot open --source kafka://{brokers} topic {topic}: {e}"))?;
@@ -525,29 +562,10 @@ async fn export_gauges(
     let retrying = metrics::gauge!("cio_worker_retrying");
     let oldest_retrying = metrics::gauge!("cio_worker_oldest_retrying_seconds");
     let failing = metrics::gauge!("cio_worker_failing_seconds");
-    metrics::describe_gauge!(
-        "cio_worker_retrying",
-        "Requests between a retryable failure and their outcome (an outage shows here; their operations are held, not dead-lettered)"
-    );
-    metrics::describe_gauge!(
-        "cio_worker_oldest_retrying_seconds",
-        "How long the oldest retrying request has been trying"
-    );
-    metrics::describe_gauge!(
-        "cio_worker_failing_seconds",
-        "How long requests have kept failing without one success (0: the last went through)"
-    );
     let limit = metrics::gauge!("cio_worker_concurrency_limit");
     let lag_bytes = metrics::gauge!("cio_worker_source_lag_bytes");
     let lag_messages = metrics::gauge!("cio_worker_source_lag_messages");
-    metrics::describe_gauge!(
-        "cio_worker_source_lag_messages",
-        "Messages of the queue not yet acknowledged by the group (scale on this)"
-    );
-    metrics::describe_gauge!(
-        "cio_worker_source_lag_bytes",
-        "Bytes of the source file not yet covered by the checkpoint (scale on this)"
-    );
+    describe_worker_metrics();
     loop {
         read.absolute(progress.read());
         delivered.absolute(progress.delivered());
@@ -607,6 +625,43 @@ async fn export_gauges(
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// HELP texts of the worker's own metrics, and `cio_build_info` (set once: 1).
+fn describe_worker_metrics() {
+    use metrics::Unit;
+    for (name, unit, help) in [
+        ("cio_worker_read_total", Unit::Count, "Messages read from the source since the process started"),
+        ("cio_worker_delivered_total", Unit::Count, "Operations delivered (Customer.io accepted them) since the process started"),
+        ("cio_worker_dead_lettered_total", Unit::Count, "Operations written to the dead-letter file since the process started (invalid, refused for good, or past --give-up-after)"),
+    ] {
+        metrics::describe_counter!(name, unit, help);
+    }
+    for (name, unit, help) in [
+        ("cio_worker_in_flight", Unit::Count, "Operations read and not yet settled (delivered, dead-lettered or left for redelivery)"),
+        ("cio_worker_retrying", Unit::Count, "Requests between a retryable failure and their outcome (an outage shows here; their operations are held, not dead-lettered)"),
+        ("cio_worker_oldest_retrying_seconds", Unit::Seconds, "How long the oldest retrying request has been trying"),
+        ("cio_worker_failing_seconds", Unit::Seconds, "How long requests have kept failing without one success (0: the last went through)"),
+        ("cio_worker_concurrency_limit", Unit::Count, "Requests the adaptive concurrency limit lets in flight now"),
+        ("cio_worker_source_lag_bytes", Unit::Bytes, "Bytes of the source file not yet covered by the checkpoint (scale on this)"),
+        ("cio_worker_source_lag_messages", Unit::Count, "Messages of the queue not yet acknowledged by the group (scale on this)"),
+        ("cio_build_info", Unit::Count, "Always 1; the labels say which build runs: version, features"),
+    ] {
+        metrics::describe_gauge!(name, unit, help);
+    }
+    let features: Vec<&str> = [
+        ("redis", cfg!(feature = "redis")),
+        ("kafka", cfg!(feature = "kafka")),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
+    metrics::gauge!(
+        "cio_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "features" => features.join(",")
+    )
+    .set(1.0);
 }
 
 /// File length minus the smallest checkpointed offset: what is left to deliver.

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::worker_admin;
+
 use cio_mock::{Faults, MockHandle, MockServer};
 
 fn cio() -> Command {
@@ -372,15 +375,7 @@ async fn the_worker_shows_an_outage_in_its_metrics() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let admin = line
-        .trim()
-        .rsplit("admin http://")
-        .next()
-        .unwrap()
-        .to_owned();
+    let (_stdout, admin) = worker_admin(&mut child);
     let metric = |text: &str, name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))

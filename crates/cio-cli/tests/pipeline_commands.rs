@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use cio_mock::MockServer;
 
+mod common;
+use common::{http_get, worker_admin};
+
 fn cio() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cio"));
     c.env("CIO_SITE_ID", "site")
@@ -204,20 +207,6 @@ fn pipe_errors_name_the_problem_and_the_fix() {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    (status, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() {
     let mock = MockServer::builder().unlimited().start().await.unwrap();
@@ -243,15 +232,7 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let admin = line
-            .trim()
-            .rsplit("admin http://")
-            .next()
-            .unwrap_or_else(|| panic!("{line}"))
-            .to_owned();
+        let (stdout, admin) = worker_admin(&mut child);
         (child, stdout, admin)
     };
     let wait_delivered = |admin: &str, n: u64| {
@@ -280,7 +261,7 @@ async fn worker_follows_exports_metrics_drains_on_sigterm_and_resumes_exactly() 
         metrics.contains("cio_worker_concurrency_limit"),
         "{metrics}"
     );
-    assert!(metrics.contains("service_requests_total"), "{metrics}");
+    assert!(metrics.contains("cio_requests_total"), "{metrics}");
     std::thread::sleep(Duration::from_millis(1200)); // a checkpoint and a lag sample
     assert!(http_get(&admin, "/metrics")
         .1

@@ -520,7 +520,7 @@ async fn the_default_prefix_names_the_metrics() {
     let key = format!("{DEFAULT_PREFIX}_{REQUESTS_TOTAL}{{name=\"plain\",outcome=\"success\"}}");
     assert_eq!(
         key,
-        "service_requests_total{name=\"plain\",outcome=\"success\"}"
+        "cio_requests_total{name=\"plain\",outcome=\"success\"}"
     );
     assert_eq!(recorder.counter(&key), 1);
 }

@@ -345,3 +345,96 @@ async fn a_source_without_topic_or_group_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("consumer group"), "{err}");
 }
+
+/// Reads until 2 s pass without a message: partition 1's records (and partition 0's with
+/// `ack_partition_0`) are acked as they come, the others held.
+async fn pump(
+    source: &mut KafkaSource,
+    held: &mut Vec<Message<KafkaAck>>,
+    seen: &mut BTreeMap<i32, Vec<u64>>,
+    ack_partition_0: bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let quiet = if source.assignment().is_empty() {
+            30
+        } else {
+            2
+        };
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(quiet), source.next()).await else {
+            return;
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still reading after 60 s"
+        );
+        let m = match next {
+            Ok(m) => m.unwrap(),
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => panic!("{e}"),
+        };
+        let (p, o) = at(&m);
+        seen.entry(p).or_default().push(o);
+        if p == 1 || ack_partition_0 {
+            m.ack.ack().await.unwrap();
+        } else {
+            held.push(m);
+        }
+    }
+}
+
+/// One partition's first record never settles: that partition stops at its read-ahead (50
+/// here), the other one is read to its end, and once the record settles the stuck partition
+/// goes on from where it stopped, every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_partition_stops_at_its_read_ahead_while_the_others_go_on() {
+    const PER_PARTITION: u64 = 400;
+    const READ_AHEAD: u64 = 50;
+    let cluster = MockCluster::new(1).unwrap();
+    produce(&cluster, "events", 2, PER_PARTITION);
+    let mut source = KafkaSource::builder(cluster.bootstrap_servers(), "workers")
+        .topic("events")
+        .commit_interval(Duration::from_secs(3600))
+        .read_ahead(READ_AHEAD)
+        .set("session.timeout.ms", "4000")
+        .set("heartbeat.interval.ms", "100")
+        .open()
+        .await
+        .unwrap();
+
+    // Partition 1 is acked as it comes; partition 0's records are held.
+    let mut held: Vec<Message<KafkaAck>> = Vec::new();
+    let mut seen: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    pump(&mut source, &mut held, &mut seen, false).await;
+    assert_eq!(
+        seen[&1],
+        (0..PER_PARTITION).collect::<Vec<_>>(),
+        "the other partition goes on"
+    );
+    assert_eq!(
+        seen[&0],
+        (0..READ_AHEAD).collect::<Vec<_>>(),
+        "the stuck partition stops at its read-ahead"
+    );
+    assert_eq!(source.pauses(), 1);
+
+    // Everything but the first record settles: the gap still holds the partition.
+    let first = held.remove(0);
+    for m in held.drain(..) {
+        m.ack.ack().await.unwrap();
+    }
+    pump(&mut source, &mut held, &mut seen, false).await;
+    assert_eq!(seen[&0].len() as u64, READ_AHEAD, "{:?}", seen[&0]);
+
+    // The first record settles: the partition resumes after its last record, to its end.
+    first.ack.ack().await.unwrap();
+    pump(&mut source, &mut held, &mut seen, true).await;
+    assert_eq!(
+        seen[&0],
+        (0..PER_PARTITION).collect::<Vec<_>>(),
+        "every record once, none skipped"
+    );
+    source.commit().await.unwrap();
+    assert_eq!(source.lag_probe().lag().await.unwrap(), 0);
+    source.close().await.unwrap();
+}

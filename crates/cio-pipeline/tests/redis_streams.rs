@@ -58,6 +58,18 @@ impl Stream {
         ids
     }
 
+    /// A member of group `workers` that has read nothing.
+    async fn create_member(&mut self, name: &str) {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(&self.name)
+            .arg("workers")
+            .arg(name)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+    }
+
     async fn dead_letters(&mut self) -> StreamRangeReply {
         self.conn
             .xrange_all(format!("{}:dead", self.name))
@@ -93,6 +105,18 @@ async fn take(source: &mut RedisStreamSource, n: usize) -> Vec<(String, RedisStr
         out.push((id_of(&m.position), m.ack));
     }
     out
+}
+
+/// A member `name` reads `n` entries and is killed: no ack, no nack, no close. Their ids.
+async fn read_and_die(stream: &Stream, name: &str, n: usize) -> Vec<String> {
+    let mut dead = stream
+        .source("workers")
+        .consumer(name)
+        .open()
+        .await
+        .unwrap();
+    let taken = take(&mut dead, n).await;
+    taken.into_iter().map(|(id, _)| id).collect()
 }
 
 #[tokio::test]
@@ -140,20 +164,7 @@ async fn a_processor_consumes_and_acks_everything_then_the_drained_source_ends()
 async fn a_killed_consumers_entries_are_claimed_by_another_after_the_idle_time() {
     let mut stream = Stream::new("reclaim").await;
     let ids = stream.add((0..10).map(|i| format!("e{i}"))).await;
-    let mut dead = stream
-        .source("workers")
-        .consumer("dead")
-        .open()
-        .await
-        .unwrap();
-    let taken = take(&mut dead, 10).await;
-    assert_eq!(
-        taken.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-        ids
-    );
-    // Killed: no ack, no nack, no close.
-    drop(taken);
-    drop(dead);
+    assert_eq!(read_and_die(&stream, "dead", 10).await, ids);
     let later = stream.add((10..15).map(|i| format!("e{i}"))).await;
 
     let idle = Duration::from_millis(400);
@@ -332,4 +343,68 @@ async fn an_unreachable_redis_is_a_retryable_error_and_a_bad_url_is_not() {
         .unwrap_err();
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("invalid Redis URL"), "{err}");
+}
+
+/// The group's member names, with what each has pending.
+async fn members(stream: &mut Stream, group: &str) -> BTreeSet<(String, usize)> {
+    let info: redis::streams::StreamInfoConsumersReply = stream
+        .conn
+        .xinfo_consumers(&stream.name, group)
+        .await
+        .unwrap();
+    info.consumers
+        .into_iter()
+        .map(|c| (c.name, c.pending))
+        .collect()
+}
+
+/// A member killed with entries pending, and one that never read, are removed once idle past
+/// `prune_idle`, the first only after its entries were claimed; a recent member stays.
+#[tokio::test]
+async fn gone_members_are_removed_after_their_entries_are_claimed() {
+    let mut stream = Stream::new("prune").await;
+    let ids = stream.add((0..5).map(|i| format!("e{i}"))).await;
+    assert_eq!(read_and_die(&stream, "dead", 5).await, ids);
+    stream.create_member("never-read").await;
+    let prune_idle = Duration::from_millis(2500);
+    tokio::time::sleep(prune_idle + Duration::from_millis(200)).await;
+    stream.create_member("recent").await;
+    assert_eq!(
+        members(&mut stream, "workers").await,
+        [
+            ("dead".into(), 5),
+            ("never-read".into(), 0),
+            ("recent".into(), 0)
+        ]
+        .into(),
+    );
+
+    let mut heir = stream
+        .source("workers")
+        .consumer("heir")
+        .claim_idle(Duration::from_millis(500))
+        .claim_every(Duration::from_millis(50))
+        .block(Duration::from_millis(50))
+        .prune_idle(Some(prune_idle))
+        .open()
+        .await
+        .unwrap();
+    let claimed = take(&mut heir, 5).await;
+    assert_eq!(
+        claimed.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    for (_, ack) in claimed {
+        ack.ack().await.unwrap();
+    }
+    // The sweeps go on while the source waits for more.
+    let _ = tokio::time::timeout(Duration::from_millis(500), heir.next()).await;
+    assert_eq!(heir.pruned(), 2);
+    assert_eq!(
+        members(&mut stream, "workers").await,
+        [("heir".into(), 0), ("recent".into(), 0)].into(),
+        "the gone ones removed, the recent one and this one kept"
+    );
+    heir.close().await.unwrap();
+    stream.delete().await;
 }

@@ -131,8 +131,10 @@ pub use service::Metrics;
 
 use crate::Failure;
 
-/// The prefix of the metric names when none is given: `service_requests_total`, and so on.
-pub const DEFAULT_PREFIX: &str = "service";
+/// The prefix of the metric names when none is given: `cio_requests_total`, and so on. Give
+/// each application its own with [`MetricsBuilder::prefix`]; the layer's `name` label tells
+/// layers apart within one.
+pub const DEFAULT_PREFIX: &str = "cio";
 
 /// Suffix of the counter of finished calls, labelled `name` and `outcome`:
 /// `{prefix}_requests_total`.

@@ -32,6 +32,16 @@
 //! A rebalance is served only while `next` is being polled, like any librdkafka consumer; the
 //! processor polls whenever it has room for a message.
 //!
+//! # Read-ahead
+//!
+//! A record that does not settle (a request hung, a batch retrying through an outage) holds its
+//! partition's commit, and every later record of the partition that settles waits behind it in
+//! the partition's tracker. So each partition may run at most
+//! [`read_ahead`](KafkaSourceBuilder::read_ahead) records (default 10,000) past its first
+//! unacknowledged one: there it is paused (`rd_kafka_pause_partitions`), while the other
+//! partitions go on, and resumed from the record after the last one handed out once half the
+//! bound is free. A stuck partition costs its own progress, never the memory of the process.
+//!
 //! # Lag
 //!
 //! [`KafkaSource::lag_probe`] gives a [`KafkaLag`]: per assigned partition, the high watermark
@@ -108,6 +118,7 @@ pub struct KafkaSourceBuilder {
     properties: Vec<(String, String)>,
     commit_interval: Duration,
     broker_timeout: Duration,
+    read_ahead: u64,
 }
 
 impl fmt::Debug for KafkaSourceBuilder {
@@ -119,11 +130,24 @@ impl fmt::Debug for KafkaSourceBuilder {
             .field("topics", &self.topics)
             .field("properties", &format_args!("{} set", self.properties.len()))
             .field("commit_interval", &self.commit_interval)
+            .field("read_ahead", &self.read_ahead)
             .finish()
     }
 }
 
 impl KafkaSourceBuilder {
+    /// How many records of one partition may be handed out past its first unacknowledged
+    /// record (default 10,000): records in flight, and records acknowledged behind that gap,
+    /// which the commit cannot pass yet and this source must remember. At the bound the
+    /// partition is paused (librdkafka stops fetching it and drops what it had fetched); it
+    /// resumes, from the record after the last one handed out, once its first
+    /// unacknowledged records settle and half the bound is free. One stuck record so costs
+    /// one partition, not memory, and the other partitions go on.
+    pub fn read_ahead(mut self, records: u64) -> Self {
+        self.read_ahead = records.max(1);
+        self
+    }
+
     /// Subscribes to `topic` too.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topics.push(topic.into());
@@ -181,7 +205,7 @@ impl KafkaSourceBuilder {
         for (k, v) in FORCED {
             config.set(k, v);
         }
-        let partitions = Arc::new(Partitions::default());
+        let partitions = Arc::new(Partitions::new(self.read_ahead));
         let context = GroupContext {
             partitions: partitions.clone(),
         };
@@ -243,6 +267,7 @@ impl KafkaSource {
             properties: Vec::new(),
             commit_interval: Duration::from_secs(1),
             broker_timeout: Duration::from_secs(5),
+            read_ahead: DEFAULT_READ_AHEAD,
         }
     }
 
@@ -267,6 +292,11 @@ impl KafkaSource {
     /// Acks that arrived after their partition was revoked, and so were not committed.
     pub fn late_acks(&self) -> u64 {
         self.partitions.late_acks.load(Ordering::Relaxed)
+    }
+
+    /// Times a partition was paused at its [read-ahead](KafkaSourceBuilder::read_ahead).
+    pub fn pauses(&self) -> u64 {
+        self.partitions.pauses.load(Ordering::Relaxed)
     }
 
     /// Commits that failed (each is retried at the next interval).
@@ -295,11 +325,22 @@ impl Source for KafkaSource {
     type Ack = KafkaAck;
 
     /// Cancel safe: `StreamConsumer::recv` is, and nothing is held between its return and this
-    /// one's. Messages of partitions no longer assigned are skipped.
+    /// one's. Messages of partitions no longer assigned are skipped. A partition at its
+    /// read-ahead is paused here, and resumed here once acks freed half of it.
     async fn next(&mut self) -> Result<Option<Message<KafkaAck>>, SourceError> {
         let consumer = self.consumer.as_ref().ok_or_else(closed)?;
         loop {
-            let message = consumer.recv().await.map_err(kafka_error)?;
+            let resumable = self.partitions.take_resumable();
+            if !resumable.is_empty() {
+                let tpl = partition_list(&resumable);
+                tracing::debug!(partitions = ?resumable, "read-ahead free again: partitions resumed");
+                consumer.resume(&tpl).map_err(kafka_error)?;
+            }
+            let message = tokio::select! {
+                m = consumer.recv() => m.map_err(kafka_error)?,
+                // An ack freed a paused partition: resume it, then wait again.
+                _ = self.partitions.wake.notified() => continue,
+            };
             let (topic, partition, offset) =
                 (message.topic(), message.partition(), message.offset());
             let Some(handed) = self.partitions.hand_out(topic, partition, offset) else {
@@ -311,6 +352,16 @@ impl Source for KafkaSource {
                 );
                 continue;
             };
+            if handed.pause {
+                let tpl = partition_list(&[(Arc::from(topic), partition)]);
+                tracing::debug!(
+                    topic,
+                    partition,
+                    offset,
+                    "partition paused: its read-ahead is full behind its first unacknowledged record"
+                );
+                consumer.pause(&tpl).map_err(kafka_error)?;
+            }
             let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
             let ack = KafkaAck {
                 partitions: self.partitions.clone(),
@@ -396,6 +447,18 @@ async fn run_committer(
             Err(e) => tracing::error!(error = %e, "offset commit task failed"),
         }
     }
+}
+
+/// [`KafkaSourceBuilder::read_ahead`]'s default: per partition, about 400 KB of acks waiting
+/// behind a gap at the worst.
+const DEFAULT_READ_AHEAD: u64 = 10_000;
+
+fn partition_list(partitions: &[(Arc<str>, i32)]) -> rdkafka::TopicPartitionList {
+    let mut tpl = rdkafka::TopicPartitionList::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
 }
 
 fn closed() -> SourceError {

@@ -18,15 +18,29 @@ use crate::checkpoint::{AckTracker, Mark};
 /// rebalance callback. Two locks, always taken in this order: `commit` (serializes commits, so a
 /// periodic commit cannot land after the revocation's) then `state` (short sections, never held
 /// across a broker call or an `.await`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Partitions {
     state: Mutex<HashMap<Arc<str>, HashMap<i32, Assigned>>>,
     commit: Mutex<()>,
     next_epoch: AtomicU64,
+    /// Records a partition may have handed out past its first unacknowledged one (in flight,
+    /// or acknowledged behind that gap) before it is paused.
+    read_ahead: u64,
+    /// Paused partitions whose prefix moved enough to read again; `wake` tells the source.
+    to_resume: Mutex<Vec<(Arc<str>, i32)>>,
+    pub(crate) wake: tokio::sync::Notify,
     /// Acks that arrived for a partition revoked since the message was read: not committed.
     pub(crate) late_acks: AtomicU64,
     /// Commits the broker refused or that timed out (retried at the next interval).
     pub(crate) commit_failures: AtomicU64,
+    /// Times a partition was paused at its read-ahead.
+    pub(crate) pauses: AtomicU64,
+}
+
+impl Default for Partitions {
+    fn default() -> Self {
+        Partitions::new(u64::MAX)
+    }
 }
 
 /// One assigned partition, for one assignment (its epoch).
@@ -42,6 +56,16 @@ struct Assigned {
     handed: u64,
     /// The offset last committed in this assignment (at first, where reading started).
     committed: Option<u64>,
+    /// Paused at the read-ahead: nothing more is fetched until the prefix moves.
+    paused: bool,
+}
+
+impl Assigned {
+    /// Records handed out past the first unacknowledged one.
+    fn outstanding(&self) -> u64 {
+        let acked = self.tracker.as_ref().map_or(0, |t| t.committed().line);
+        self.handed.saturating_sub(acked)
+    }
 }
 
 /// What [`Partitions::hand_out`] gives a message: its origin and the record its ack settles.
@@ -53,6 +77,8 @@ pub(crate) struct HandedOut {
     /// never leave a gap that holds the commit back.
     pub(crate) start: u64,
     pub(crate) end: Mark,
+    /// This record filled the partition's read-ahead: pause it.
+    pub(crate) pause: bool,
 }
 
 /// One partition's lag inputs: where its acknowledged prefix ends, if anything was read.
@@ -63,6 +89,27 @@ pub(crate) struct Prefix {
 }
 
 impl Partitions {
+    /// Partitions paused once `read_ahead` records are handed out past their first
+    /// unacknowledged one.
+    pub(crate) fn new(read_ahead: u64) -> Self {
+        Partitions {
+            state: Mutex::default(),
+            commit: Mutex::default(),
+            next_epoch: AtomicU64::new(0),
+            read_ahead: read_ahead.max(1),
+            to_resume: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            late_acks: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+        }
+    }
+
+    /// Paused partitions to resume now (their prefix moved to half the read-ahead or less).
+    pub(crate) fn take_resumable(&self) -> Vec<(Arc<str>, i32)> {
+        std::mem::take(&mut *self.to_resume.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, HashMap<i32, Assigned>>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -87,6 +134,7 @@ impl Partitions {
                 frontier: 0,
                 handed: 0,
                 committed: None,
+                paused: false,
             };
             state
                 .entry(topic)
@@ -126,11 +174,17 @@ impl Partitions {
             line: a.handed,
         };
         a.frontier = end.offset;
+        let pause = !a.paused && a.outstanding() >= self.read_ahead;
+        if pause {
+            a.paused = true;
+            self.pauses.fetch_add(1, Ordering::Relaxed);
+        }
         Some(HandedOut {
             origin: a.origin.clone(),
             epoch: a.epoch,
             start,
             end,
+            pause,
         })
     }
 
@@ -148,11 +202,27 @@ impl Partitions {
         match state
             .get_mut(topic)
             .and_then(|t| t.get_mut(&partition))
-            .filter(|a| a.epoch == epoch)
-            .and_then(|a| a.tracker.as_mut())
+            .filter(|a| a.epoch == epoch && a.tracker.is_some())
         {
-            Some(t) => {
-                t.ack(start, end);
+            Some(a) => {
+                if let Some(t) = a.tracker.as_mut() {
+                    t.ack(start, end);
+                }
+                // Half the read-ahead free again: read on (not at once, or a partition stuck
+                // near its bound would pause and resume at every ack).
+                if a.paused && a.outstanding() <= self.read_ahead / 2 {
+                    a.paused = false;
+                    let topic = state
+                        .get_key_value(topic)
+                        .map(|(k, _)| k.clone())
+                        .unwrap_or_else(|| Arc::from(topic));
+                    drop(state);
+                    self.to_resume
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((topic, partition));
+                    self.wake.notify_one();
+                }
                 true
             }
             None => {
@@ -340,6 +410,15 @@ impl ConsumerContext for GroupContext {
                 // librdkafka unassigns everything after a rebalance error.
                 tracing::warn!(error = %e, "rebalance failed; every partition is given up");
                 self.partitions.revoke(consumer, None);
+            }
+        }
+    }
+
+    /// A partition assigned again starts unpaused, whatever an earlier assignment left.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(error = %e, "cannot resume newly assigned partitions");
             }
         }
     }

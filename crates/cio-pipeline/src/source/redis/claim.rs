@@ -12,7 +12,54 @@ use redis::{AsyncCommands, Value};
 use super::{redis_error, Entry, RedisStreamSource};
 use crate::source::SourceError;
 
+/// Removes, in one atomic step on the server, the group's members other than `ARGV[3]` that
+/// have nothing pending and have been idle longer than `ARGV[2]` ms; returns their names and
+/// idle times. Atomic, so no member can read an entry between the check and the removal (a
+/// removed member's pending entries could never be claimed again).
+const PRUNE: &str = r#"
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[3] and tonumber(f['pending']) == 0
+      and tonumber(f['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    table.insert(removed, f['name'])
+    table.insert(removed, f['idle'])
+  end
+end
+return removed
+"#;
+
 impl RedisStreamSource {
+    /// After a sweep of the pending list: removes the members that are gone, idle past
+    /// [`prune_idle`](super::RedisStreamSourceBuilder::prune_idle) with nothing pending (the
+    /// sweep has claimed what they held once it was idle past `claim_idle`).
+    pub(super) async fn prune(&mut self) -> Result<(), SourceError> {
+        let Some(idle) = self.prune_idle else {
+            return Ok(());
+        };
+        let removed: Vec<Value> = redis::Script::new(PRUNE)
+            .key(&*self.stream)
+            .arg(&*self.group)
+            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(&self.consumer)
+            .invoke_async(&mut self.writer)
+            .await
+            .map_err(redis_error)?;
+        for pair in removed.chunks(2) {
+            let name = String::from_utf8_lossy(pair.first().map(field_bytes).unwrap_or_default());
+            let idle_ms = match pair.get(1) {
+                Some(Value::Int(ms)) => *ms,
+                _ => 0,
+            };
+            self.stats.pruned.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(stream = %self.stream, group = %self.group, consumer = %name, idle_s = idle_ms / 1000,
+                "removed a group member that is gone (idle, nothing pending)");
+        }
+        Ok(())
+    }
+
     /// One `XAUTOCLAIM` step from the cursor, then `XPENDING` for the delivery counts of what
     /// was claimed; poison entries go to the dead-letter stream, the rest into the buffer.
     /// Returns whether the sweep of the pending list has more to look at.

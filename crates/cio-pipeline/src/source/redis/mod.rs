@@ -18,6 +18,12 @@
 //!   fields and the reason, and `XACK`ed, in one `MULTI`/`EXEC`. So is an entry without the
 //!   [payload field](RedisStreamSourceBuilder::field).
 //!
+//! Members that are gone leave their names in the group (every process is a new member by
+//! default). After each sweep of the pending list, members idle longer than
+//! [`prune_idle`](RedisStreamSourceBuilder::prune_idle) (default 1 h) with nothing pending,
+//! their entries claimed by the sweep, are removed (`XGROUP DELCONSUMER`, checked and done in
+//! one script so a member that comes back cannot lose an entry to it).
+//!
 //! The group is created (`XGROUP CREATE ... MKSTREAM`) if it does not exist, at
 //! [`group_start`](RedisStreamSourceBuilder::group_start) (default `0`: the whole stream).
 //! Positions are [`Position::Id`] with the stream key and the entry id, the same for every
@@ -93,6 +99,7 @@ pub struct RedisStreamSourceBuilder {
     group_start: String,
     until_drained: bool,
     timeout: Duration,
+    prune_idle: Option<Duration>,
 }
 
 impl fmt::Debug for RedisStreamSourceBuilder {
@@ -154,6 +161,15 @@ impl RedisStreamSourceBuilder {
     /// instead of being delivered again (default 5).
     pub fn max_deliveries(mut self, n: NonZeroU32) -> Self {
         self.max_deliveries = n;
+        self
+    }
+
+    /// How long a member of the group must have been idle, with nothing pending, to be
+    /// removed as gone (default 1 h; `None` never removes any). Idle means no read and no
+    /// claim: a live member reads every [`block`](Self::block). Keep it well above
+    /// `claim_idle`, so the sweep has claimed a dead member's entries first.
+    pub fn prune_idle(mut self, idle: Option<Duration>) -> Self {
+        self.prune_idle = idle;
         self
     }
 
@@ -235,6 +251,7 @@ impl RedisStreamSourceBuilder {
             buffer: VecDeque::new(),
             claim_cursor: "0-0".into(),
             next_claim: Instant::now(),
+            prune_idle: self.prune_idle,
             closed: false,
             stats: Arc::default(),
         };
@@ -248,6 +265,7 @@ impl RedisStreamSourceBuilder {
 struct Stats {
     claimed: AtomicU64,
     dead_lettered: AtomicU64,
+    pruned: AtomicU64,
 }
 
 /// An entry read or claimed, not handed out yet.
@@ -276,6 +294,7 @@ pub struct RedisStreamSource {
     buffer: VecDeque<Entry>,
     claim_cursor: String,
     next_claim: Instant,
+    prune_idle: Option<Duration>,
     closed: bool,
     stats: Arc<Stats>,
 }
@@ -314,6 +333,7 @@ impl RedisStreamSource {
             group_start: "0".into(),
             until_drained: false,
             timeout: Duration::from_secs(5),
+            prune_idle: Some(Duration::from_secs(3600)),
         }
     }
 
@@ -339,6 +359,11 @@ impl RedisStreamSource {
     /// Entries this source claimed from idle pending lists (its own or other members').
     pub fn claimed(&self) -> u64 {
         self.stats.claimed.load(Ordering::Relaxed)
+    }
+
+    /// Members of the group this source removed as gone.
+    pub fn pruned(&self) -> u64 {
+        self.stats.pruned.load(Ordering::Relaxed)
     }
 
     /// Entries this source moved to the dead-letter stream.
@@ -439,6 +464,13 @@ impl Source for RedisStreamSource {
             let now = Instant::now();
             if now >= self.next_claim {
                 let more = self.claim().await?;
+                if !more {
+                    // A whole sweep done: what gone members held is claimed. Pruning is
+                    // housekeeping: a Redis that refuses it (an ACL without EVAL) only warns.
+                    if let Err(e) = self.prune().await {
+                        tracing::warn!(stream = %self.stream, group = %self.group, error = %e, "cannot remove gone group members; they are left in the group");
+                    }
+                }
                 self.next_claim = if more { now } else { now + self.claim_every };
                 if !self.buffer.is_empty() {
                     continue;
