@@ -1,0 +1,18 @@
+//! What the root benches share: a two-thread runtime (the VM's cores) and the embedded mock
+//! on it, without rate limits.
+
+use cio_mock::{MockHandle, MockServer};
+use tokio::runtime::Runtime;
+
+/// The runtime the bench runs on, and a mock served from it.
+pub fn runtime_and_mock() -> (Runtime, MockHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mock = rt
+        .block_on(MockServer::builder().unlimited().start())
+        .expect("the embedded mock");
+    (rt, mock)
+}
