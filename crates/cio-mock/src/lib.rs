@@ -17,6 +17,15 @@
 //! Faults (latency, 5xx, 429, dropped connections) can be changed while it runs, through
 //! [`MockHandle::set_faults`] or `POST /__mock/faults`.
 //!
+//! **Keep-alive.** A pooling client must never meet a connection the mock left half-read. An
+//! answer given before the body is read (a 401, a 429, an unknown path) and a 413 first read
+//! the rest of the body and drop it, up to 4 MiB within 2 s, then keep the connection; past
+//! those bounds, or when the client waits for `100 Continue`, the answer carries
+//! `Connection: close` and the connection ends after it. Measured with the official Node SDK
+//! (`tests/node/keepalive.sh`, 50 runs of 35 calls on Node's keep-alive agent, an oversize
+//! identify, wrong credentials and 429s among them): 49 runs of 50 met `EPIPE`/`ECONNRESET`
+//! before (the mock closed without saying so), none after.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

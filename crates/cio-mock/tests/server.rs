@@ -1382,3 +1382,156 @@ async fn shutdown_is_graceful_and_prompt() {
         "a new connection was accepted after shutdown"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alive after early answers
+// ---------------------------------------------------------------------------------------------
+
+/// One request with `body` on an open connection: `Content-Length` framed, `Connection`
+/// left to the default (keep-alive).
+fn request(method: &str, path: &str, auth: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: mock\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn says_close(answer: &RawOutcome) -> bool {
+    matches!(answer, RawOutcome::Answer { text, .. }
+        if text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"))
+}
+
+/// Answers given before the body is read (a 401, a 429, a 404) read the rest of a small body
+/// first and keep the connection: the next request on it is served. An oversize entity is
+/// answered with `Connection: close`, and the connection is closed after it.
+#[tokio::test]
+async fn early_answers_keep_the_connection_usable_or_say_it_closes() {
+    let mock = MockServer::builder()
+        .track_credentials("site", "key")
+        .track_rate(1, 1)
+        .start()
+        .await
+        .unwrap();
+    let good = track_auth("site", "key");
+    let good = good.to_str().unwrap();
+    let bad = track_auth("site", "wrong");
+    let bad = bad.to_str().unwrap();
+    let entity = serde_json::to_string(&person_entry("p1")).unwrap();
+    let padded = format!("{{\"pad\":\"{}\"}}", "x".repeat(8 * 1024));
+    let mut s = TcpStream::connect(mock.addr()).await.unwrap();
+    let mut exchange = async |req: Vec<u8>| {
+        s.write_all(&req).await.unwrap();
+        read_answer(&mut s).await
+    };
+    // 401 before the body is read; then 429 (the 1/s limit is spent); then a 404.
+    let cases = [
+        request("POST", "/api/v2/entity", bad, &padded),
+        request("POST", "/api/v2/entity", good, &entity),
+        request("POST", "/api/v2/entity", good, &padded),
+        request("POST", "/api/v9/nothing", good, &padded),
+    ];
+    let mut statuses = Vec::new();
+    for req in cases {
+        let answer = exchange(req).await;
+        assert!(!says_close(&answer), "{answer:?}");
+        statuses.push(answer.status());
+    }
+    assert_eq!(statuses, [Some(401), Some(200), Some(429), Some(404)]);
+    // A body past what the mock reads and drops after an early answer (4 MiB): the answer
+    // closes the connection.
+    let head = format!(
+        "POST /api/v2/entity HTTP/1.1\r\nHost: mock\r\nAuthorization: {good}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"pad\":\"",
+        5 << 20
+    );
+    let answer = exchange(head.into_bytes()).await;
+    assert_eq!(answer.status(), Some(429), "{answer:?}");
+    assert!(says_close(&answer), "{answer:?}");
+    mock.shutdown().await;
+
+    // An entity over its 32 KB limit: read to its end and refused; the connection goes on.
+    let mock = MockServer::builder().unlimited().start().await.unwrap();
+    let limit = mock.config().limits.entry_bytes;
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(limit + 100));
+    let mut s = TcpStream::connect(mock.addr()).await.unwrap();
+    for want in [413, 200] {
+        let body = if want == 413 { &huge } else { &entity };
+        s.write_all(&request("POST", "/api/v2/entity", good, body))
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert_eq!(answer.status(), Some(want), "{answer:?}");
+        assert!(!says_close(&answer), "{answer:?}");
+    }
+    // A client that waits for 100 Continue is refused at once, and the connection closes.
+    let head = format!(
+        "POST /api/v2/entity HTTP/1.1\r\nHost: mock\r\nAuthorization: {good}\r\n\
+         Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        limit + 100
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut s).await;
+    assert_eq!(answer.status(), Some(413), "{answer:?}");
+    assert!(says_close(&answer), "{answer:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the answer: {closed:?} {rest:?}"
+    );
+    mock.shutdown().await;
+}
+
+/// A pooled client (cio_api's transport, which reuses idle connections) sends an oversize
+/// entity, an oversize batch, a 401 and a 400 with a body, each followed at once by good
+/// requests, 40 times:
+/// no request ever meets a closed or reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_client_never_reuses_a_connection_into_a_reset() {
+    let mock = MockServer::builder()
+        .unlimited()
+        .track_credentials("site", "key")
+        .start()
+        .await
+        .unwrap();
+    let t = transport();
+    let good = track_auth("site", "key");
+    let bad = track_auth("site", "wrong");
+    let limit = mock.config().limits.entry_bytes;
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(limit + 100));
+    let invalid = json!({"type": "person", "action": "identify", "identifiers": {}}).to_string();
+    let entity = serde_json::to_string(&person_entry("p1")).unwrap();
+    let huge_batch = String::from_utf8(big_batch(mock.config().limits.batch_bytes + 1000)).unwrap();
+    let url = format!("{}/api/v2/entity", mock.url());
+    let batch_url = format!("{}/api/v2/batch", mock.url());
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for round in 0..40 {
+        for (auth, body, want) in [
+            (&good, &huge, 413),
+            (&good, &entity, 200),
+            (&good, &huge_batch, 413),
+            (&good, &entity, 200),
+            (&bad, &entity, 401),
+            (&good, &entity, 200),
+            (&good, &invalid, 400),
+            (&good, &entity, 200),
+            (&good, &entity, 200),
+        ] {
+            let url = if body == &huge_batch {
+                batch_url.clone()
+            } else {
+                url.clone()
+            };
+            let r = t
+                .send(Method::POST, &url, auth, Some(Bytes::from(body.clone())))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, expecting {want}: {e}"));
+            assert_eq!(r.status.as_u16(), want, "round {round}");
+            *statuses.entry(want).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses[&200], 200);
+    mock.shutdown().await;
+}
