@@ -55,7 +55,7 @@ pub mod validate;
 
 pub use client::{
     AppClient, AppResponse, BatchClient, BatchResponse, BoxError, ClientBuilder, EntryError,
-    PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
+    PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse, STRICT_MODE,
 };
 pub use credentials::{AppCredentials, PipelinesCredentials, Secret, TrackCredentials};
 pub use encode::{encode_batch, EncodedBatch};

@@ -5,6 +5,8 @@
 //! here are the only protection: [`PipelinesRequest::encode`] refuses a call over 32 KB or a
 //! batch over 500 KB before anything is sent.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -103,7 +105,69 @@ pub struct PipelinesCall {
     pub extra: Attributes,
 }
 
+/// The `context.library.name` this crate puts on the calls it sends.
+pub const LIBRARY_NAME: &str = "cio-rs";
+
+/// A `messageId` in UUID form from a 128-bit value: the same value, the same id. A pipeline
+/// gives the stable hash of the message's source position, so a redelivered message carries
+/// the id of its first delivery and Customer.io can de-duplicate it.
+pub fn message_id_from(value: u128) -> String {
+    let h = format!("{value:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A `messageId` no other call of this process (or, with overwhelming odds, of another) had:
+/// a counter and the time, mixed by a hasher keyed at random for the process.
+fn fresh_message_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let keys = KEYS.get_or_init(Default::default);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let half = |salt: u64| {
+        let mut h = keys.build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u64(nanos);
+        h.finish()
+    };
+    let value = (u128::from(half(1)) << 64) | u128::from(half(2));
+    // Shaped as a UUID version 4 (random), variant 1.
+    let value = (value & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    message_id_from(value)
+}
+
 impl PipelinesCall {
+    /// Fills in, where missing, what Customer.io needs to de-duplicate and order a call and to
+    /// say where it came from: `messageId` (from `message_id`, called only then), `timestamp`
+    /// (`now`, RFC 3339 with milliseconds) and `context.library` (this crate's name and
+    /// version). A retry of the filled call carries the same id.
+    pub fn fill_defaults(&mut self, message_id: impl FnOnce() -> String, now: SystemTime) {
+        if self.message_id.is_none() {
+            self.message_id = Some(message_id());
+        }
+        if self.timestamp.is_none() {
+            self.timestamp = Some(humantime::format_rfc3339_millis(now).to_string());
+        }
+        let context = self.context.get_or_insert_with(Attributes::new);
+        context.entry("library").or_insert_with(
+            || serde_json::json!({"name": LIBRARY_NAME, "version": env!("CARGO_PKG_VERSION")}),
+        );
+    }
+
     /// Checks the required fields of a call of `kind`.
     pub fn validate(&self, kind: CallKind, field: &str) -> Result<(), ValidationError> {
         let missing = |f: &str| ValidationError::Missing {
@@ -151,6 +215,19 @@ pub enum PipelinesRequest {
 }
 
 impl PipelinesRequest {
+    /// [`PipelinesCall::fill_defaults`] on every call, with a fresh `messageId` where one is
+    /// missing. [`crate::PipelinesClient`] does this once per request before sending.
+    pub fn fill_defaults(&mut self, now: SystemTime) {
+        match self {
+            PipelinesRequest::Call(_, call) => call.fill_defaults(fresh_message_id, now),
+            PipelinesRequest::Batch { batch, .. } => {
+                for call in batch {
+                    call.fill_defaults(fresh_message_id, now);
+                }
+            }
+        }
+    }
+
     /// The path below the Pipelines base (`/identify`, ..., `/batch`).
     pub fn path(&self) -> String {
         match self {

@@ -791,3 +791,105 @@ async fn the_mock_accepts_every_request_the_node_sdk_sends() {
     assert!(sent >= 45, "only {sent} fixture requests were sent");
     assert_eq!(mock.stats().rejected, 0);
 }
+
+/// What the Pipelines client puts on every call before sending: a `messageId` where none was
+/// given (a caller's is kept), a `timestamp`, `context.library`; and with `strict(true)` the
+/// `X-Strict-Mode: 1` header. Read from the bytes a capturing HTTP service receives.
+#[tokio::test]
+async fn pipelines_calls_get_message_id_timestamp_and_library_and_strict_mode_is_a_header() {
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(http::HeaderMap, serde_json::Value)>>>;
+    let seen: Seen = Arc::default();
+    let capture = {
+        let seen = seen.clone();
+        tower::service_fn(
+            move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let seen = seen.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    let json = serde_json::from_slice(&body).unwrap();
+                    seen.lock().unwrap().push((parts.headers, json));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                    ))
+                }
+            },
+        )
+    };
+    let client = PipelinesClient::builder(Region::Us, PipelinesCredentials::new("wk"))
+        .service(capture)
+        .build();
+    let track = |id: Option<&str>| PipelinesCall {
+        user_id: Some("42".into()),
+        event: Some("signup".into()),
+        message_id: id.map(str::to_owned),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        client
+            .send(&PipelinesRequest::Call(CallKind::Track, track(None)))
+            .await
+            .unwrap();
+    }
+    client
+        .send(&PipelinesRequest::Call(
+            CallKind::Track,
+            track(Some("mine")),
+        ))
+        .await
+        .unwrap();
+    client
+        .strict(true)
+        .send(&PipelinesRequest::Batch {
+            batch: vec![PipelinesCall {
+                kind: Some(CallKind::Track),
+                ..track(None)
+            }],
+            context: None,
+            integrations: None,
+        })
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    let ids: Vec<&str> = seen[..3]
+        .iter()
+        .map(|(_, b)| b["messageId"].as_str().unwrap())
+        .collect();
+    assert_ne!(ids[0], ids[1], "a fresh id per call");
+    assert_eq!(ids[0].len(), 36, "UUID-shaped: {}", ids[0]);
+    assert_eq!(&ids[0][14..15], "4", "version 4: {}", ids[0]);
+    assert_eq!(ids[2], "mine", "the caller's id is kept");
+    for (headers, body) in seen.iter() {
+        let call = if body.get("batch").is_some() {
+            &body["batch"][0]
+        } else {
+            body
+        };
+        let ts = call["timestamp"].as_str().unwrap();
+        assert!(
+            ts.ends_with('Z') && ts.contains('T') && ts.len() == 24,
+            "{ts}"
+        );
+        assert_eq!(call["context"]["library"]["name"], "cio-rs", "{call}");
+        assert_eq!(
+            call["context"]["library"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+        let strict = headers
+            .get(cio_api::STRICT_MODE)
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(
+            strict,
+            body.get("batch").map(|_| "1"),
+            "only the strict client asks"
+        );
+    }
+}
+
+#[test]
+fn a_message_id_from_a_stable_hash_is_the_same_every_time() {
+    let id = cio_api::pipelines::message_id_from(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+    assert_eq!(id, "01234567-89ab-cdef-0011-223344556677");
+}

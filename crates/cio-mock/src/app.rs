@@ -104,7 +104,23 @@ fn oversize(state: &State) -> Answer {
     json(StatusCode::OK, &json!({}))
 }
 
-pub(crate) fn route_pipelines(state: &State, method: &Method, path: &str, body: &Bytes) -> Answer {
+/// An invalid Pipelines call: 400 in strict mode (`X-Strict-Mode: 1`); otherwise 200 and
+/// dropped, counted in `ignored`, as Customer.io does.
+fn invalid(state: &State, strict: bool, message: String) -> Answer {
+    if strict {
+        return bad(state, message);
+    }
+    state.stats.ignored.fetch_add(1, Relaxed);
+    json(StatusCode::OK, &json!({}))
+}
+
+pub(crate) fn route_pipelines(
+    state: &State,
+    method: &Method,
+    path: &str,
+    strict: bool,
+    body: &Bytes,
+) -> Answer {
     if method != Method::POST {
         return meta_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -123,15 +139,15 @@ pub(crate) fn route_pipelines(state: &State, method: &Method, path: &str, body: 
         }
         let batch: Batch = match serde_json::from_slice(body) {
             Ok(b) => b,
-            Err(e) => return bad(state, format!("invalid batch: {e}")),
+            Err(e) => return invalid(state, strict, format!("invalid batch: {e}")),
         };
         let mut kinds = Vec::with_capacity(batch.batch.len());
         for (i, call) in batch.batch.iter().enumerate() {
             let Some(kind) = call.kind else {
-                return bad(state, format!("batch[{i}].type is required"));
+                return invalid(state, strict, format!("batch[{i}].type is required"));
             };
             if let Err(e) = call.validate(kind, &format!("batch[{i}].")) {
-                return bad(state, e.to_string());
+                return invalid(state, strict, e.to_string());
             }
             kinds.push((cdp_stat(kind), None, false));
         }
@@ -149,10 +165,10 @@ pub(crate) fn route_pipelines(state: &State, method: &Method, path: &str, body: 
     }
     let call: PipelinesCall = match serde_json::from_slice(body) {
         Ok(c) => c,
-        Err(e) => return bad(state, format!("invalid request body: {e}")),
+        Err(e) => return invalid(state, strict, format!("invalid request body: {e}")),
     };
     if let Err(e) = call.validate(kind, "") {
-        return bad(state, e.to_string());
+        return invalid(state, strict, e.to_string());
     }
     state.stats.accept([(cdp_stat(kind), None, false)]);
     json(StatusCode::OK, &json!({}))

@@ -70,6 +70,10 @@ pub struct StatsSnapshot {
     pub unauthorized: u64,
     /// Pipelines requests over the size limit: answered 200 and not processed, as Customer.io does.
     pub oversize_ignored: u64,
+    /// Invalid Pipelines calls sent without strict mode: answered 200 and not processed, as
+    /// Customer.io does (with `X-Strict-Mode: 1` they get a 400 and count in `rejected`).
+    #[serde(default)]
+    pub ignored: u64,
     /// The largest number of Track requests let through the rate limit in one wall-clock second.
     pub max_track_requests_in_a_second: u64,
 }
@@ -90,6 +94,7 @@ pub(crate) struct Stats {
     pub(crate) dropped_connections: AtomicU64,
     pub(crate) unauthorized: AtomicU64,
     pub(crate) oversize_ignored: AtomicU64,
+    pub(crate) ignored: AtomicU64,
     per_second: Mutex<PerSecond>,
 }
 
@@ -115,6 +120,7 @@ impl Stats {
             dropped_connections: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             oversize_ignored: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
             per_second: Mutex::new(PerSecond {
                 counts: vec![(u64::MAX, 0); SECONDS_KEPT],
                 max: 0,
@@ -213,6 +219,7 @@ impl Stats {
             dropped_connections: self.dropped_connections.load(Relaxed),
             unauthorized: self.unauthorized.load(Relaxed),
             oversize_ignored: self.oversize_ignored.load(Relaxed),
+            ignored: self.ignored.load(Relaxed),
             max_track_requests_in_a_second: lock(&self.per_second).max,
         }
     }
@@ -236,6 +243,7 @@ impl Stats {
             &self.dropped_connections,
             &self.unauthorized,
             &self.oversize_ignored,
+            &self.ignored,
         ] {
             c.store(0, Relaxed);
         }

@@ -1208,7 +1208,8 @@ async fn hostile_input() {
             "/v1/track",
             cdp_auth("k"),
             Bytes::from(format!("{{\"properties\":{}}}", deep_json(10_000))),
-            400,
+            // Invalid, and without strict mode: 200 and dropped, as Customer.io does.
+            200,
         ),
         (
             "deep Pipelines batch",
@@ -1216,7 +1217,8 @@ async fn hostile_input() {
             "/v1/batch",
             cdp_auth("k"),
             Bytes::from(format!("{{\"batch\":[{}]}}", deep_json(10_000))),
-            400,
+            // Invalid, and without strict mode: 200 and dropped, as Customer.io does.
+            200,
         ),
         (
             "deep faults",
@@ -1533,5 +1535,48 @@ async fn a_pooled_client_never_reuses_a_connection_into_a_reset() {
         }
     }
     assert_eq!(statuses[&200], 200);
+    mock.shutdown().await;
+}
+
+/// An invalid Pipelines call gets 200 and is dropped (counted in `ignored`) unless the request
+/// asks for strict mode, as Customer.io does; then a 400 with the reason.
+#[tokio::test]
+async fn invalid_pipelines_calls_are_ignored_unless_strict() {
+    let mock = MockServer::builder().start().await.unwrap();
+    let auth = cdp_auth("write-key");
+    let auth = auth.to_str().unwrap();
+    let send = |strict: Option<&str>, body: &str| {
+        let header = strict
+            .map(|v| format!("X-Strict-Mode: {v}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /v1/track HTTP/1.1\r\nHost: mock\r\nAuthorization: {auth}\r\n{header}\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let no_event = r#"{"userId":"42","properties":{"plan":"pro"}}"#;
+    let good = r#"{"userId":"42","event":"signup"}"#;
+    let cases = [
+        (None, no_event, 200),
+        (Some("0"), no_event, 200),
+        (Some("1"), no_event, 400),
+        (Some("true"), no_event, 400),
+        (Some("1"), good, 200),
+        (None, good, 200),
+    ];
+    for (strict, body, want) in cases {
+        let answer = raw_exchange(mock.addr(), send(strict, body).as_bytes()).await;
+        assert_eq!(answer.status(), Some(want), "{strict:?} {body}: {answer:?}");
+        if want == 400 {
+            let RawOutcome::Answer { text, .. } = &answer else {
+                unreachable!()
+            };
+            assert!(text.contains("event"), "the reason names the field: {text}");
+        }
+    }
+    let stats = mock.stats();
+    assert_eq!((stats.ignored, stats.rejected), (2, 2), "{stats:?}");
+    assert_eq!(stats.accepted.get("cdp_track"), Some(&2), "{stats:?}");
     mock.shutdown().await;
 }

@@ -3,7 +3,9 @@
 //! [`OperationDecoder`] reads one v2 entry per line (the format of
 //! [`Operation::from_json`]), refuses what is not UTF-8, not JSON, or not a valid entry, and checks
 //! Customer.io's limits ([`Limits`]), so a bad line is dead-lettered at decode time with its
-//! line number instead of failing later inside a batch.
+//! line number instead of failing later inside a batch. [`PipelinesDecoder`] does the same for
+//! Pipelines (Segment-spec) calls, and gives each call without a `messageId` one derived from
+//! its position, as events get their ids below.
 //!
 //! # Deterministic event ids
 //!
@@ -52,6 +54,7 @@
 
 use bytes::Bytes;
 use cio_api::encode::Entry;
+use cio_api::pipelines::{PipelinesCall, PipelinesRequest};
 use cio_api::{Limits, Operation};
 
 use crate::decode::{Decode, DecodeError};
@@ -211,8 +214,96 @@ impl Decode for OperationDecoder {
     }
 }
 
+/// Reads one Pipelines (Segment-spec) call per line, `{"type":"track","userId":...}`, into a
+/// [`PipelinesRequest`] for [`cio_api::PipelinesClient`]: `type` names the call; the required
+/// fields and the 32 KB limit are checked here, so a bad line is dead-lettered with its
+/// position. A call without a `messageId` gets one from its position
+/// ([`cio_api::pipelines::message_id_from`] of [`Position::stable_hash`]): a line delivered
+/// again after a crash, or replayed from the dead letters, carries the id of its first
+/// delivery, and Customer.io can de-duplicate it.
+///
+/// ```
+/// use cio_pipeline::cio::PipelinesDecoder;
+/// use cio_pipeline::source::Position;
+/// use cio_pipeline::Decode;
+///
+/// let at = Position::Line { origin: "/data/calls.jsonl".into(), line: 1, offset: 0 };
+/// let line = br#"{"type":"track","userId":"42","event":"signup"}"#;
+/// let a = PipelinesDecoder::new().decode(line, &at).unwrap();
+/// let b = PipelinesDecoder::new().decode(line, &at).unwrap();
+/// assert_eq!(a, b, "the same line at the same place: the same messageId");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PipelinesDecoder {
+    limits: Limits,
+}
+
+impl PipelinesDecoder {
+    /// Checks Customer.io's documented limits ([`Limits::default`]).
+    pub fn new() -> Self {
+        PipelinesDecoder::default()
+    }
+
+    /// Checks these limits (keep them equal to the client's).
+    pub fn with_limits(limits: Limits) -> Self {
+        PipelinesDecoder { limits }
+    }
+}
+
+impl Decode for PipelinesDecoder {
+    type Item = PipelinesRequest;
+
+    fn decode(&self, payload: &[u8], position: &Position) -> Result<PipelinesRequest, DecodeError> {
+        let mut call: PipelinesCall = serde_json::from_slice(payload)
+            .map_err(|e| DecodeError::new(format!("not a Pipelines call: {e}")))?;
+        let kind = call.kind.take().ok_or_else(|| {
+            DecodeError::new("missing `type`: identify, track, page, screen, group or alias")
+        })?;
+        if call.message_id.is_none() {
+            call.message_id = Some(cio_api::pipelines::message_id_from(position.stable_hash()));
+        }
+        let request = PipelinesRequest::Call(kind, call);
+        request
+            .encode(&self.limits)
+            .map_err(|e| DecodeError::new(e.to_string()))?;
+        Ok(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pipelines_calls_get_message_ids_from_their_position_and_bad_ones_say_why() {
+        use cio_api::pipelines::PipelinesRequest;
+        let decoder = super::PipelinesDecoder::new();
+        let at = |offset| super::Position::Line {
+            origin: "/data/calls.jsonl".into(),
+            line: 1,
+            offset,
+        };
+        let id = |r: PipelinesRequest| match r {
+            PipelinesRequest::Call(_, c) => c.message_id.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let line = br#"{"type":"track","userId":"42","event":"signup"}"#;
+        let first = id(decoder.decode(line, &at(0)).unwrap());
+        assert_eq!(first, id(decoder.decode(line, &at(0)).unwrap()));
+        assert_ne!(first, id(decoder.decode(line, &at(48)).unwrap()));
+        let own = br#"{"type":"track","userId":"42","event":"signup","messageId":"m-1"}"#;
+        assert_eq!(id(decoder.decode(own, &at(0)).unwrap()), "m-1");
+        let no_type = br#"{"userId":"42","event":"signup"}"#;
+        assert!(decoder
+            .decode(no_type, &at(0))
+            .unwrap_err()
+            .reason()
+            .contains("`type`"));
+        let no_event = br#"{"type":"track","userId":"42"}"#;
+        assert!(decoder
+            .decode(no_event, &at(0))
+            .unwrap_err()
+            .reason()
+            .contains("event"));
+    }
     use super::*;
 
     fn at(offset: u64) -> Position {

@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 pub use app::{AppClient, AppResponse};
 pub use batch::{BatchClient, BatchResponse, EntryError};
-pub use pipelines::{PipelinesClient, PipelinesResponse};
+pub use pipelines::{PipelinesClient, PipelinesResponse, STRICT_MODE};
 pub use shared::{BoxError, ClientBuilder};
 pub use track::{TrackClient, TrackResponse};
 

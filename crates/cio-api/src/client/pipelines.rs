@@ -13,7 +13,14 @@ use crate::{Error, PipelinesCredentials, Region};
 /// The Pipelines (CDP) API: Segment-compatible calls and batches.
 ///
 /// Customer.io answers an over-size Pipelines request with 200 and silently drops it; this
-/// client refuses it before sending ([`PipelinesRequest::encode`]).
+/// client refuses it before sending ([`PipelinesRequest::encode`]). It answers an invalid call
+/// 200 too, and drops it, unless the request asks for strict mode (`X-Strict-Mode: 1`, then
+/// 400): [`PipelinesClient::strict`] turns it on.
+///
+/// Before sending, each call gets what is missing of `messageId` (a fresh one; give your own,
+/// e.g. [`crate::pipelines::message_id_from`] a stable hash, to have retries and redeliveries
+/// de-duplicated), `timestamp` (now) and `context.library` (`cio-rs` and its version), once
+/// per [`send`](Self::send).
 #[derive(Clone, Debug)]
 pub struct PipelinesClient {
     inner: Arc<Inner>,
@@ -24,6 +31,9 @@ struct Inner {
     core: Core,
     base: String,
 }
+
+/// The header that asks Customer.io's Pipelines API to answer an invalid call 400.
+pub const STRICT_MODE: &str = "x-strict-mode";
 
 /// A successful Pipelines answer.
 #[derive(Clone, Debug)]
@@ -43,9 +53,28 @@ impl PipelinesClient {
         ClientBuilder::new(region, credentials.header())
     }
 
-    /// Validates and sends one request.
+    /// The same client with strict mode on or off: with it, Customer.io (and the mock) answer
+    /// an invalid call 400 instead of 200-and-dropped.
+    pub fn strict(&self, on: bool) -> Self {
+        let mut core = self.inner.core.clone();
+        core.insert_header(
+            http::HeaderName::from_static(STRICT_MODE),
+            http::HeaderValue::from_static(if on { "1" } else { "0" }),
+        );
+        PipelinesClient {
+            inner: Arc::new(Inner {
+                core,
+                base: self.inner.base.clone(),
+            }),
+        }
+    }
+
+    /// Fills in `messageId`, `timestamp` and `context.library` where missing, validates and
+    /// sends one request.
     pub fn send(&self, req: &PipelinesRequest) -> ResponseFuture<PipelinesResponse> {
         let inner = self.inner.clone();
+        let mut req = req.clone();
+        req.fill_defaults(std::time::SystemTime::now());
         let body = req.encode(&inner.core.limits);
         let url = format!("{}{}", inner.base, req.path());
         Box::pin(async move {

@@ -50,6 +50,11 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
+    /// Sends this header on every request too.
+    pub(crate) fn insert_header(&mut self, name: http::HeaderName, value: HeaderValue) {
+        self.headers.insert(name, value);
+    }
+
     /// Sends one request and reads the whole answer within the request timeout. Any status is
     /// returned as is.
     pub(crate) async fn send(
