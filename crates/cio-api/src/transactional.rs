@@ -214,6 +214,53 @@ pub struct BroadcastTrigger {
     pub body: Attributes,
 }
 
+/// The fields of a broadcast trigger that choose its audience; at most one may be given.
+pub const BROADCAST_AUDIENCES: [&str; 5] = [
+    "recipients",
+    "emails",
+    "ids",
+    "per_user_data",
+    "data_file_url",
+];
+
+impl BroadcastTrigger {
+    /// Checks what Customer.io checks: at most one audience field ([`BROADCAST_AUDIENCES`];
+    /// with none, the broadcast goes to the audience set up for it in Customer.io), and that
+    /// the one given is not empty (an empty `recipients` filter is a 422 there).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let given: Vec<&str> = BROADCAST_AUDIENCES
+            .iter()
+            .copied()
+            .filter(|f| self.body.contains_key(*f))
+            .collect();
+        if given.len() > 1 {
+            return Err(ValidationError::Invalid {
+                field: given.join(", "),
+                reason: format!(
+                    "a broadcast takes one audience, got {}: keep one of them",
+                    given.len()
+                ),
+            });
+        }
+        let Some(field) = given.first() else {
+            return Ok(());
+        };
+        let empty = match &self.body[*field] {
+            serde_json::Value::Object(m) => m.is_empty(),
+            serde_json::Value::Array(a) => a.is_empty(),
+            serde_json::Value::String(s) => s.trim().is_empty(),
+            serde_json::Value::Null => true,
+            _ => false,
+        };
+        if empty {
+            return Err(ValidationError::Empty {
+                field: (*field).to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One App API request.
 // One request per HTTP call: its size on the stack is irrelevant next to the request itself,
 // and boxing would only make it clumsier to build.

@@ -152,6 +152,9 @@ fn check_relationships(
     Ok(())
 }
 
+/// What `/push/events` (a delivery metric with a device token) takes.
+pub const PUSH_METRICS: &[&str] = &["opened", "converted", "delivered"];
+
 /// The metrics the v1 `/metrics` endpoint knows; v2 delivery entries accept the first three.
 pub const DELIVERY_METRICS: &[&str] = &[
     "opened",
@@ -270,6 +273,16 @@ impl Operation {
                     &d.delivery_id,
                     limits.identifier_bytes,
                 )?;
+                if d.device_token.is_some() && !PUSH_METRICS.contains(&d.metric.as_str()) {
+                    return Err(ValidationError::Invalid {
+                        field: "name".into(),
+                        reason: format!(
+                            "{:?} is not a push metric; /push/events takes {}",
+                            d.metric,
+                            PUSH_METRICS.join(", ")
+                        ),
+                    });
+                }
                 if !DELIVERY_METRICS.contains(&d.metric.as_str()) {
                     return Err(ValidationError::Invalid {
                         field: "name".into(),

@@ -893,3 +893,122 @@ fn a_message_id_from_a_stable_hash_is_the_same_every_time() {
     let id = cio_api::pipelines::message_id_from(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
     assert_eq!(id, "01234567-89ab-cdef-0011-223344556677");
 }
+
+/// The edges of Customer.io's API, client and mock together: a broadcast trigger takes one
+/// audience and not an empty one (refused before sending), the mock lets one broadcast go
+/// every interval (429 with Retry-After otherwise), `/push/events` takes only opened,
+/// converted and delivered, and `unsubscribe` reaches `/unsubscribe/{delivery_id}`.
+#[tokio::test]
+async fn broadcasts_push_metrics_and_unsubscribe_follow_customer_io() {
+    let mock = MockServer::builder()
+        .app_limit(None)
+        .broadcast_interval(Duration::from_millis(600))
+        .start()
+        .await
+        .unwrap();
+    let app = AppClient::new(mock.region(), AppCredentials::new("app"));
+    let trigger = |id: u64, body: serde_json::Value| {
+        AppRequest::TriggerBroadcast(BroadcastTrigger {
+            campaign_id: id,
+            body: body.as_object().cloned().unwrap_or_default(),
+        })
+    };
+    for (body, why) in [
+        (json!({"recipients": {}}), "recipients must not be empty"),
+        (json!({"ids": []}), "ids must not be empty"),
+        (
+            json!({"ids": ["1"], "emails": ["a@example.com"]}),
+            "one audience, got 2",
+        ),
+    ] {
+        let err = app.send(&trigger(7, body)).await.unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    assert_eq!(mock.stats().requests, 0, "refused before sending");
+    // No audience: the broadcast's own (set up in Customer.io).
+    app.send(&trigger(7, json!({"data": {"x": 1}})))
+        .await
+        .unwrap();
+    let err = app
+        .send(&trigger(7, json!({"ids": ["42"]})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Api { status, retry_after: Some(_), .. } if status.as_u16() == 429),
+        "{err:?}"
+    );
+    app.send(&trigger(8, json!({"ids": ["42"]}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    app.send(&trigger(7, json!({"ids": ["42"]}))).await.unwrap();
+
+    let track = TrackClient::new(mock.region(), creds());
+    let push = |metric: &str| {
+        op(
+            json!({"type": "delivery", "action": "event", "identifiers": {"id": "d-1"},
+            "name": metric, "attributes": {"device_token": "tok-1"}}),
+        )
+    };
+    let err = track.send(&push("clicked")).await.unwrap_err();
+    assert!(err.to_string().contains("not a push metric"), "{err}");
+    track.send(&push("opened")).await.unwrap();
+    track.unsubscribe("d-1", true).await.unwrap();
+    track.unsubscribe("d-1", false).await.unwrap();
+    assert!(track.unsubscribe(" ", true).await.is_err());
+    let stats = mock.stats();
+    assert_eq!(
+        stats.accepted.get("broadcast_trigger"),
+        Some(&3),
+        "{stats:?}"
+    );
+    assert_eq!(stats.accepted.get("unsubscribe"), Some(&2), "{stats:?}");
+    assert_eq!(stats.accepted.get("delivery_event"), Some(&1), "{stats:?}");
+}
+
+/// `cio mock --redirect-to`: a host that redirects an account living elsewhere. To the same
+/// origin (the mock redirecting to itself under `/eu`) the client follows with its
+/// credentials; to another host that is not `https://*.customer.io` it stops, and nothing
+/// reaches that host.
+#[tokio::test]
+async fn a_redirecting_mock_is_followed_with_credentials_only_where_they_may_go() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let us = MockServer::builder()
+        .listen(([127, 0, 0, 1], port).into())
+        .track_credentials("site", "key")
+        .redirect_to(format!("http://127.0.0.1:{port}/eu").parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let identify = every_v1_operation().remove(0);
+    TrackClient::new(us.region(), creds())
+        .send(&identify)
+        .await
+        .expect("followed to the same origin, credentials included");
+    let stats = us.stats();
+    assert_eq!(stats.by_status.get("307"), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.unauthorized, 0,
+        "the credentials went along: {stats:?}"
+    );
+    assert_eq!(stats.accepted.values().sum::<u64>(), 1, "{stats:?}");
+
+    let elsewhere = MockServer::builder().start().await.unwrap();
+    let redirecting = MockServer::builder()
+        .redirect_to(elsewhere.url().parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let err = TrackClient::new(redirecting.region(), creds())
+        .send(&identify)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Redirect { .. }), "{err}");
+    assert_eq!(
+        elsewhere.stats().requests,
+        0,
+        "nothing, and no credentials, went there"
+    );
+}

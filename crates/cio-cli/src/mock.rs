@@ -71,6 +71,22 @@ pub struct MockArgs {
     /// Fraction of connections closed without an answer (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     drop_rate: f64,
+    /// Play a host that redirects an account living elsewhere (Customer.io's US host and an EU
+    /// workspace): every API request gets `307` to URL plus its path. Requests under URL's own
+    /// path are served with it taken off, so `--redirect-to http://127.0.0.1:7070/eu` redirects
+    /// to this mock itself.
+    #[arg(long, value_name = "URL", value_parser = parse_redirect)]
+    redirect_to: Option<hyper::Uri>,
+}
+
+fn parse_redirect(s: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(format!(
+            "{s:?}: give an absolute http(s) URL, e.g. https://track-eu.customer.io or http://127.0.0.1:7070/eu"
+        ));
+    }
+    Ok(uri)
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -136,6 +152,9 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
         retry_after_s: args.retry_after_s,
         drop_rate: args.drop_rate,
     });
+    if let Some(url) = &args.redirect_to {
+        builder = builder.redirect_to(url.clone());
+    }
     let mock = builder.start().await.map_err(|e| match e {
         cio_mock::MockError::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => format!(
             "cannot listen on {addr}: the port is already in use\n  hint: stop the other process, or pick another address with --listen 127.0.0.1:PORT (port 0 picks a free one)"

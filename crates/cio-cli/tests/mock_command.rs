@@ -107,6 +107,10 @@ fn bad_flag_values_name_the_flag_and_the_fix() {
         ),
         (vec!["mock", "--listen", "localhost"], "--listen"),
         (vec!["mock", "--site-id", "s"], "--api-key"),
+        (
+            vec!["mock", "--redirect-to", "track-eu.customer.io"],
+            "give an absolute http(s) URL",
+        ),
     ] {
         let out = cio()
             .args(&args)

@@ -56,12 +56,43 @@ pub(crate) fn route_app(state: &State, method: &Method, path: &str, body: &Bytes
                     format!("campaign id {id:?} is not a number"),
                 );
             }
-            if !body.is_empty() {
+            let campaign_id: u64 = id.parse().unwrap_or_default(); // checked just above
+            let trigger_body = if body.is_empty() {
+                cio_api::Attributes::new()
+            } else {
                 match serde_json::from_slice::<Value>(body) {
-                    Ok(Value::Object(_)) => {}
+                    Ok(Value::Object(m)) => m,
                     Ok(_) => return bad(state, "the request body must be a JSON object"),
                     Err(e) => return bad(state, format!("invalid JSON body: {e}")),
                 }
+            };
+            let trigger = cio_api::BroadcastTrigger {
+                campaign_id,
+                body: trigger_body,
+            };
+            if let Err(e) = trigger.validate() {
+                // Customer.io answers a trigger it cannot act on (no recipients) with 422.
+                state.stats.rejected(1);
+                return meta_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+            }
+            if let Some(wait) = state.broadcast_wait(campaign_id) {
+                state
+                    .stats
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut r = meta_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "broadcast {campaign_id} was triggered less than {} s ago: one trigger per broadcast every {} s",
+                        state.config.broadcast_interval.as_secs(),
+                        state.config.broadcast_interval.as_secs()
+                    ),
+                );
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+                );
+                return r;
             }
             state.stats.accept([("broadcast_trigger", None, false)]);
             json(

@@ -55,6 +55,15 @@ pub struct MockConfig {
     pub max_body_bytes: usize,
     /// Faults at start.
     pub faults: Faults,
+    /// How often one broadcast may be triggered (Customer.io: once every 10 s); a trigger
+    /// sooner gets a 429 with `Retry-After`.
+    pub broadcast_interval: Duration,
+    /// Plays a Customer.io host that redirects an account living elsewhere (the US host and an
+    /// EU workspace): every API request not under this URL's path is answered
+    /// `307 Temporary Redirect` to this URL plus its path and query. A request under the path
+    /// (the mock redirecting to itself, `http://127.0.0.1:7070/eu`) is served with the prefix
+    /// taken off. `None` (default): no redirects.
+    pub redirect_to: Option<http::Uri>,
 }
 
 impl Default for MockConfig {
@@ -71,6 +80,8 @@ impl Default for MockConfig {
             limits: Limits::default(),
             max_body_bytes: 1 << 20,
             faults: Faults::default(),
+            broadcast_interval: Duration::from_secs(10),
+            redirect_to: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | prefix | API | auth |
 //! |---|---|---|
-//! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, forms) | Basic `site_id:api_key` |
+//! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, push events, forms, `unsubscribe/{delivery_id}`) | Basic `site_id:api_key` |
 //! | `/api/v2/batch`, `/api/v2/entity` | Track v2 | Basic |
 //! | `/v1/send/*`, `/v1/campaigns/{id}/triggers` | App API | Bearer |
 //! | `/v1/identify`, `/track`, `/page`, `/screen`, `/group`, `/alias`, `/batch` | Pipelines | Basic `write_key:` |
@@ -189,6 +189,19 @@ impl MockBuilder {
     /// Validation limits.
     pub fn limits(mut self, limits: cio_api::Limits) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// Redirects every API request to `url` (see [`MockConfig::redirect_to`]): a URL such as
+    /// `https://track-eu.example:443/` or the mock itself under a prefix.
+    pub fn redirect_to(mut self, url: http::Uri) -> Self {
+        self.config.redirect_to = Some(url);
+        self
+    }
+
+    /// How often one broadcast may be triggered (default 10 s, Customer.io's).
+    pub fn broadcast_interval(mut self, every: std::time::Duration) -> Self {
+        self.config.broadcast_interval = every;
         self
     }
 

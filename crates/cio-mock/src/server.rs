@@ -30,6 +30,8 @@ pub(crate) struct State {
     track_limiter: Option<DefaultDirectRateLimiter>,
     app_limiter: Option<DefaultDirectRateLimiter>,
     pipelines_limiter: Option<DefaultDirectRateLimiter>,
+    /// When each broadcast was last triggered (one trigger per `broadcast_interval`).
+    broadcasts: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
 }
 
 fn limiter(l: Option<RateLimit>) -> Option<DefaultDirectRateLimiter> {
@@ -44,12 +46,28 @@ impl State {
             track_limiter: limiter(config.track_limit),
             app_limiter: limiter(config.app_limit),
             pipelines_limiter: limiter(config.pipelines_limit),
+            broadcasts: Default::default(),
             config,
         }
     }
 
     pub(crate) fn faults(&self) -> Faults {
         *self.faults.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `None` when broadcast `id` may be triggered now (and records it), else how long until
+    /// it may.
+    pub(crate) fn broadcast_wait(&self, id: u64) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let mut last = self.broadcasts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = last.get(&id) {
+            let since = now.saturating_duration_since(*t);
+            if since < self.config.broadcast_interval {
+                return Some(self.config.broadcast_interval - since);
+            }
+        }
+        last.insert(id, now);
+        None
     }
 
     pub(crate) fn set_faults(&self, f: Faults) -> Result<(), String> {
@@ -195,6 +213,25 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Dro
         return Ok(admin(&state, req).await);
     }
     state.stats.request();
+    let mut req = req;
+    if let Some(target) = &state.config.redirect_to {
+        match redirect(target, req.uri()) {
+            Redirect::To(location) => {
+                let mut answer = meta_error(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    format!("this account lives at {target}"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    answer.headers_mut().insert(header::LOCATION, v);
+                }
+                let (_, body) = req.into_parts();
+                settle_unread(body, &mut answer).await;
+                state.stats.status(answer.status().as_u16());
+                return Ok(answer);
+            }
+            Redirect::Served(uri) => *req.uri_mut() = uri,
+        }
+    }
     let faults = state.faults();
     let (drop, z) = {
         let mut rng = rand::thread_rng();
@@ -226,6 +263,34 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Dro
     }
     state.stats.status(answer.status().as_u16());
     Ok(answer)
+}
+
+/// What `--redirect-to` does with a request.
+enum Redirect {
+    /// Answer 307 with this `Location`.
+    To(String),
+    /// Serve it, at this URI (the redirect target's path prefix taken off).
+    Served(http::Uri),
+}
+
+fn redirect(target: &http::Uri, uri: &http::Uri) -> Redirect {
+    let prefix = target.path().trim_end_matches('/');
+    let path = uri.path();
+    if !prefix.is_empty() {
+        if let Some(rest) = path.strip_prefix(prefix).filter(|r| r.starts_with('/')) {
+            let rest = match uri.query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_owned(),
+            };
+            if let Ok(u) = rest.parse() {
+                return Redirect::Served(u);
+            }
+        }
+    }
+    let base = target.to_string();
+    let base = base.trim_end_matches('/');
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Redirect::To(format!("{base}{path}{query}"))
 }
 
 fn standard_normal(rng: &mut impl Rng) -> f64 {

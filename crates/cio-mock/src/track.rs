@@ -71,6 +71,9 @@ pub(crate) fn route(
             &json!({"url": "https://track.customer.io", "region": "us", "environment_id": 1}),
         );
     }
+    if let ["unsubscribe", delivery_id] = segs.as_slice() {
+        return unsubscribe(state, method, delivery_id, body);
+    }
     let parsed = parse_v1(method, &segs, query, body);
     let (op, shape) = match parsed {
         Parsed::Op(op, shape) => (op, shape),
@@ -91,6 +94,30 @@ pub(crate) fn route(
         }
         _ => json(StatusCode::OK, &json!({})),
     }
+}
+
+/// `POST /api/v1/unsubscribe/{delivery_id}` with `{"unsubscribe": true|false}`.
+fn unsubscribe(state: &State, method: &Method, delivery_id: &str, body: &Bytes) -> Answer {
+    if method != Method::POST {
+        return meta_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not allowed; unsubscribe is POST /api/v1/unsubscribe/{{delivery_id}}"
+            ),
+        );
+    }
+    let flag = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("unsubscribe").and_then(Value::as_bool));
+    if delivery_id.trim().is_empty() || flag.is_none() {
+        state.stats.rejected(1);
+        return bad_request(
+            Shape::Error,
+            "unsubscribe takes a delivery id in the path and a body {\"unsubscribe\": true|false}",
+        );
+    }
+    state.stats.accept([("unsubscribe", None, false)]);
+    json(StatusCode::OK, &json!({}))
 }
 
 /// Counts accepted operations by kind and records event ids.

@@ -1580,3 +1580,105 @@ async fn invalid_pipelines_calls_are_ignored_unless_strict() {
     assert_eq!(stats.accepted.get("cdp_track"), Some(&2), "{stats:?}");
     mock.shutdown().await;
 }
+
+/// What the mock answers when a client sends what Customer.io refuses: an empty broadcast
+/// audience (422), two audiences (422), a broadcast again within its interval (429 with
+/// Retry-After), a push metric `/push/events` does not take (400), an unsubscribe without its
+/// flag (400) or with GET (405).
+#[tokio::test]
+async fn the_mock_refuses_broadcasts_push_metrics_and_unsubscribes_as_customer_io_does() {
+    let mock = MockServer::builder().app_limit(None).start().await.unwrap();
+    let t = transport();
+    let app = app_auth("app");
+    let track = track_auth("site", "key");
+    let cases: Vec<(Method, &str, &HeaderValue, String, u16)> = vec![
+        (
+            Method::POST,
+            "/v1/campaigns/3/triggers",
+            &app,
+            r#"{"recipients":{}}"#.into(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/campaigns/3/triggers",
+            &app,
+            r#"{"ids":["1"],"emails":["a@example.com"]}"#.into(),
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/campaigns/3/triggers",
+            &app,
+            r#"{"ids":["1"]}"#.into(),
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/campaigns/3/triggers",
+            &app,
+            r#"{"ids":["2"]}"#.into(),
+            429,
+        ),
+        (
+            Method::POST,
+            "/api/v1/push/events",
+            &track,
+            r#"{"delivery_id":"d","event":"clicked","device_id":"t"}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/api/v1/push/events",
+            &track,
+            r#"{"delivery_id":"d","event":"converted","device_id":"t"}"#.into(),
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/unsubscribe/d-9",
+            &track,
+            "{}".into(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/api/v1/unsubscribe/d-9",
+            &track,
+            String::new(),
+            405,
+        ),
+        (
+            Method::POST,
+            "/api/v1/unsubscribe/d-9",
+            &track,
+            r#"{"unsubscribe":true}"#.into(),
+            200,
+        ),
+    ];
+    for (method, path, auth, body, want) in cases {
+        let r = call(&t, &mock, method.clone(), path, auth, body.clone()).await;
+        assert_eq!(
+            r.status.as_u16(),
+            want,
+            "{method} {path} {body}: {:?}",
+            r.body
+        );
+        if want == 429 {
+            let wait: u64 = r.headers[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=10).contains(&wait), "{wait}");
+        }
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.accepted.get("unsubscribe"), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.accepted.get("broadcast_trigger"),
+        Some(&1),
+        "{stats:?}"
+    );
+    mock.shutdown().await;
+}

@@ -77,7 +77,10 @@ impl AppClient {
                 .validate(*kind)
                 .map_err(Error::from)
                 .map(|()| serde_json::to_vec(msg).unwrap_or_default()),
-            AppRequest::TriggerBroadcast(t) => Ok(serde_json::to_vec(&t.body).unwrap_or_default()),
+            AppRequest::TriggerBroadcast(t) => t
+                .validate()
+                .map_err(Error::from)
+                .map(|()| serde_json::to_vec(&t.body).unwrap_or_default()),
         };
         let is_send = matches!(req, AppRequest::Send(..));
         let url = format!("{}{}", inner.base, req.path());

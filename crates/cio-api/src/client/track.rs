@@ -77,6 +77,43 @@ impl TrackClient {
         })
     }
 
+    /// `POST /api/v1/unsubscribe/{delivery_id}`: the person a message went to unsubscribes
+    /// (`unsubscribe: true`) or takes it back (`false`), attributed to that delivery, as an
+    /// unsubscribe link in the message does. Sending it twice has the effect of once.
+    pub async fn unsubscribe(
+        &self,
+        delivery_id: &str,
+        unsubscribe: bool,
+    ) -> Result<TrackResponse, Error> {
+        if delivery_id.trim().is_empty() {
+            return Err(crate::limits::ValidationError::Empty {
+                field: "delivery_id".into(),
+            }
+            .into());
+        }
+        let url = format!(
+            "{}/unsubscribe/{}",
+            self.inner.base,
+            percent_encoding::utf8_percent_encode(delivery_id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let body = serde_json::to_vec(&serde_json::json!({ "unsubscribe": unsubscribe }))
+            .unwrap_or_default();
+        let resp = self
+            .inner
+            .core
+            .send_checked(
+                Method::POST,
+                &url,
+                Some(Bytes::from(body)),
+                Idempotency::Idempotent,
+            )
+            .await?;
+        Ok(TrackResponse {
+            status: resp.status,
+            body: resp.body,
+        })
+    }
+
     /// `GET /api/v1/accounts/region`: the workspace's region, as `{url, region, environment_id}`.
     pub async fn account_region(&self) -> Result<serde_json::Value, Error> {
         let url = format!("{}/accounts/region", self.inner.base);
