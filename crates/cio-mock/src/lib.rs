@@ -5,7 +5,7 @@
 //!
 //! | prefix | API | auth |
 //! |---|---|---|
-//! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, push events, forms, `unsubscribe/{delivery_id}`) | Basic `site_id:api_key` |
+//! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, push events, forms) and `POST /unsubscribe/{delivery_id}` | Basic `site_id:api_key` |
 //! | `/api/v2/batch`, `/api/v2/entity` | Track v2 | Basic |
 //! | `/v1/send/*`, `/v1/campaigns/{id}/triggers` | App API | Bearer |
 //! | `/v1/identify`, `/track`, `/page`, `/screen`, `/group`, `/alias`, `/batch` | Pipelines | Basic `write_key:` |

@@ -86,7 +86,10 @@ pub(crate) enum Api {
 }
 
 fn classify(path: &str) -> Option<Api> {
-    if path.starts_with("/api/v1/") || path.starts_with("/api/v2/") {
+    if path.starts_with("/api/v1/")
+        || path.starts_with("/api/v2/")
+        || path.starts_with("/unsubscribe/")
+    {
         return Some(Api::Track);
     }
     let rest = path.strip_prefix("/v1/")?;

@@ -50,6 +50,10 @@ pub(crate) fn route(
             ),
         };
     }
+    if let Some(delivery_id) = path.strip_prefix("/unsubscribe/") {
+        let delivery_id = percent_decode_str(delivery_id).decode_utf8_lossy();
+        return unsubscribe(state, method, &delivery_id, body);
+    }
     let rest = path.strip_prefix("/api/v1").unwrap_or(path);
     let raw: Vec<&str> = rest.split('/').skip(1).collect();
     let mut segs = Vec::with_capacity(raw.len());
@@ -70,9 +74,6 @@ pub(crate) fn route(
             StatusCode::OK,
             &json!({"url": "https://track.customer.io", "region": "us", "environment_id": 1}),
         );
-    }
-    if let ["unsubscribe", delivery_id] = segs.as_slice() {
-        return unsubscribe(state, method, delivery_id, body);
     }
     let parsed = parse_v1(method, &segs, query, body);
     let (op, shape) = match parsed {
@@ -96,7 +97,7 @@ pub(crate) fn route(
     }
 }
 
-/// `POST /api/v1/unsubscribe/{delivery_id}` with `{"unsubscribe": true|false}`.
+/// `POST /unsubscribe/{delivery_id}` (the Track host's root) with `{"unsubscribe": true|false}`.
 fn unsubscribe(state: &State, method: &Method, delivery_id: &str, body: &Bytes) -> Answer {
     if method != Method::POST {
         return meta_error(

@@ -77,7 +77,8 @@ impl TrackClient {
         })
     }
 
-    /// `POST /api/v1/unsubscribe/{delivery_id}`: the person a message went to unsubscribes
+    /// `POST /unsubscribe/{delivery_id}` on the Track host (not under `/api/v1`, as the
+    /// official SDK sends it): the person a message went to unsubscribes
     /// (`unsubscribe: true`) or takes it back (`false`), attributed to that delivery, as an
     /// unsubscribe link in the message does. Sending it twice has the effect of once.
     pub async fn unsubscribe(
@@ -91,9 +92,14 @@ impl TrackClient {
             }
             .into());
         }
+        // The host's root: the Track base without its `/v1` and `/api`.
+        let root = self
+            .inner
+            .base
+            .trim_end_matches("/v1")
+            .trim_end_matches("/api");
         let url = format!(
-            "{}/unsubscribe/{}",
-            self.inner.base,
+            "{root}/unsubscribe/{}",
             percent_encoding::utf8_percent_encode(delivery_id, percent_encoding::NON_ALPHANUMERIC)
         );
         let body = serde_json::to_vec(&serde_json::json!({ "unsubscribe": unsubscribe }))
