@@ -135,3 +135,56 @@ fn help_has_an_example() {
         "{help}"
     );
 }
+
+/// With `RUST_LOG=tower_http=debug` the mock logs every exchange (tower-http's Trace layer):
+/// method and path in the span, status and time taken in the line; nothing at the default level.
+#[test]
+fn every_exchange_is_traced_at_debug_level() {
+    use std::io::{Read, Write};
+    for (filter, traced) in [("tower_http=debug", true), ("info", false)] {
+        let mut child = cio()
+            .args(["mock", "--listen", "127.0.0.1:0", "--track-rate", "0"])
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .trim_start_matches("listening on http://")
+            .to_owned();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let body = r#"{"email":"jane@example.com"}"#;
+        write!(
+            s,
+            "PUT /api/v1/customers/42 HTTP/1.1\r\nhost: x\r\nauthorization: Basic c2l0ZTprZXk=\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.contains("finished processing request") && err.contains("status=200"),
+            traced,
+            "{filter}: {err}"
+        );
+        if traced {
+            assert!(
+                err.contains("uri=/api/v1/customers/42") && err.contains("method=PUT"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -8,7 +8,8 @@ use cio_api::{CallKind, MessageKind, PipelinesCall, TransactionalMessage};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::server::{json, meta_error, Answer, State};
+use crate::answer::{json, meta_error, Answer};
+use crate::state::State;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 

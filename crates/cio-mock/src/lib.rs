@@ -41,9 +41,11 @@
 // answer would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod answer;
 mod app;
 mod config;
 mod server;
+mod state;
 mod stats;
 mod tls;
 mod track;
@@ -60,7 +62,7 @@ pub use config::{Faults, Latency, MockConfig, MockCredentials, RateLimit};
 pub use stats::StatsSnapshot;
 pub use tls::TlsIdentity;
 
-use server::State;
+use state::State;
 
 /// Entry point: [`MockServer::builder`].
 pub struct MockServer;

@@ -1,81 +1,27 @@
 //! The accept loop, per-request pipeline (drop, auth, limits, faults, body, route, latency) and
 //! the `/__mock/*` admin endpoints.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use governor::{clock::Clock, DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use governor::clock::Clock;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
-use crate::config::{Faults, MockConfig, RateLimit};
-use crate::stats::Stats;
+use crate::answer::{json, meta_error, Answer};
+use crate::config::Faults;
+use crate::state::State;
 use crate::{app, track};
-
-/// Shared state of one mock server.
-pub(crate) struct State {
-    pub(crate) config: MockConfig,
-    pub(crate) faults: RwLock<Faults>,
-    pub(crate) stats: Stats,
-    track_limiter: Option<DefaultDirectRateLimiter>,
-    app_limiter: Option<DefaultDirectRateLimiter>,
-    pipelines_limiter: Option<DefaultDirectRateLimiter>,
-    /// When each broadcast was last triggered (one trigger per `broadcast_interval`).
-    broadcasts: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
-}
-
-fn limiter(l: Option<RateLimit>) -> Option<DefaultDirectRateLimiter> {
-    l.map(|l| RateLimiter::direct(Quota::per_second(l.per_second).allow_burst(l.burst)))
-}
-
-impl State {
-    pub(crate) fn new(config: MockConfig) -> Self {
-        State {
-            faults: RwLock::new(config.faults),
-            stats: Stats::new(),
-            track_limiter: limiter(config.track_limit),
-            app_limiter: limiter(config.app_limit),
-            pipelines_limiter: limiter(config.pipelines_limit),
-            broadcasts: Default::default(),
-            config,
-        }
-    }
-
-    pub(crate) fn faults(&self) -> Faults {
-        *self.faults.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// `None` when broadcast `id` may be triggered now (and records it), else how long until
-    /// it may.
-    pub(crate) fn broadcast_wait(&self, id: u64) -> Option<Duration> {
-        let now = std::time::Instant::now();
-        let mut last = self.broadcasts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = last.get(&id) {
-            let since = now.saturating_duration_since(*t);
-            if since < self.config.broadcast_interval {
-                return Some(self.config.broadcast_interval - since);
-            }
-        }
-        last.insert(id, now);
-        None
-    }
-
-    pub(crate) fn set_faults(&self, f: Faults) -> Result<(), String> {
-        f.check()?;
-        *self.faults.write().unwrap_or_else(|p| p.into_inner()) = f;
-        Ok(())
-    }
-}
 
 /// Which API a path belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,26 +60,6 @@ impl std::fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
-
-pub(crate) type Answer = Response<Full<Bytes>>;
-
-/// A JSON answer.
-pub(crate) fn json(status: StatusCode, body: &Value) -> Answer {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(body).unwrap_or_default(),
-    )));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// `{"meta":{"error":"..."}}`, the v1 and App API error shape.
-pub(crate) fn meta_error(status: StatusCode, message: impl Into<String>) -> Answer {
-    json(status, &json!({"meta": {"error": message.into()}}))
-}
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -190,7 +116,18 @@ async fn connection<IO>(stream: IO, state: Arc<State>, shutdown: CancellationTok
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(state.clone(), req));
+    // Each request in a span with its method and path, its answer logged with the status and
+    // the time taken: `RUST_LOG=tower_http=debug` shows every exchange. At debug level, the
+    // 5xx the mock injects included: they are what it was asked for, not failures of its own.
+    let service = tower::ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .service(tower::service_fn(move |req| handle(state.clone(), req)));
+    let service = hyper_util::service::TowerToHyperService::new(service);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))

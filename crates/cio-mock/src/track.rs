@@ -12,7 +12,8 @@ use http::{Method, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
-use crate::server::{json, meta_error, Answer, State};
+use crate::answer::{json, meta_error, Answer};
+use crate::state::State;
 
 /// Which v1 error body shape an endpoint uses.
 #[derive(Clone, Copy)]
