@@ -8,18 +8,13 @@ fn cio() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cio"))
 }
 
-#[test]
-fn prints_its_address_first_serves_and_stops_on_sigterm() {
+/// Starts `cio mock` with these flags and `RUST_LOG`, and reads its first line: the process
+/// and the URL it listens on.
+fn start_mock(args: &[&str], log: &str) -> (std::process::Child, String) {
     let mut child = cio()
-        .args([
-            "mock",
-            "--listen",
-            "127.0.0.1:0",
-            "--site-id",
-            "s",
-            "--api-key",
-            "k",
-        ])
+        .arg("mock")
+        .args(args)
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -33,6 +28,22 @@ fn prints_its_address_first_serves_and_stops_on_sigterm() {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("first line was {first:?}"))
         .to_owned();
+    (child, url)
+}
+
+#[test]
+fn prints_its_address_first_serves_and_stops_on_sigterm() {
+    let (mut child, url) = start_mock(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--site-id",
+            "s",
+            "--api-key",
+            "k",
+        ],
+        "info",
+    );
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     // It answers: a stats request over a plain TCP socket.
@@ -142,22 +153,8 @@ fn help_has_an_example() {
 fn every_exchange_is_traced_at_debug_level() {
     use std::io::{Read, Write};
     for (filter, traced) in [("tower_http=debug", true), ("info", false)] {
-        let mut child = cio()
-            .args(["mock", "--listen", "127.0.0.1:0", "--track-rate", "0"])
-            .env("RUST_LOG", filter)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first
-            .trim()
-            .trim_start_matches("listening on http://")
-            .to_owned();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let (child, url) = start_mock(&["--listen", "127.0.0.1:0", "--track-rate", "0"], filter);
+        let mut s = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
         let body = r#"{"email":"jane@example.com"}"#;
         write!(
             s,
