@@ -4,9 +4,10 @@ use crate::limits::{Limits, ValidationError};
 use crate::operation::Operation;
 
 impl Operation {
-    /// Validates this operation as a v2 entry and appends its JSON to `out`. On error `out` is
-    /// left as it was.
-    pub fn encode_entry(&self, limits: &Limits, out: &mut Vec<u8>) -> Result<(), ValidationError> {
+    /// Checks this operation as a Track v2 entry: it has a v2 form, passes
+    /// [`Operation::validate`], and a delivery entry is opened, converted or delivered (v2 takes
+    /// only those; v1 `/metrics` takes more). The size is checked when it is encoded.
+    pub fn validate_entry(&self, limits: &Limits) -> Result<(), ValidationError> {
         if !self.has_v2_form() {
             return Err(ValidationError::Invalid {
                 field: "type".into(),
@@ -28,6 +29,13 @@ impl Operation {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Validates this operation as a v2 entry ([`Operation::validate_entry`]) and appends its
+    /// JSON to `out`. On error `out` is left as it was.
+    pub fn encode_entry(&self, limits: &Limits, out: &mut Vec<u8>) -> Result<(), ValidationError> {
+        self.validate_entry(limits)?;
         let start = out.len();
         self.write_json(out);
         let actual = out.len() - start;

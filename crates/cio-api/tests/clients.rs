@@ -1014,3 +1014,87 @@ async fn a_redirecting_mock_is_followed_with_credentials_only_where_they_may_go(
         "nothing, and no credentials, went there"
     );
 }
+
+/// An outside truth: tests/conformance/track_v2.json lists requests with the status and error
+/// field Customer.io's documentation gives them, each row naming the page it comes from (and,
+/// where two pages disagree, which reading we chose). Every row runs against the mock (sent as
+/// is to `/api/v2/entity`) and against the client's own validation, so a wrong limit in
+/// `cio_api::validate` fails here even though the mock shares it.
+#[tokio::test]
+async fn the_conformance_table_holds_for_the_mock_and_the_client() {
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("conformance/track_v2.json")).unwrap();
+    let mock = MockServer::builder().unlimited().start().await.unwrap();
+    let transport = cio_api::Transport::new(&ClientOptions::default());
+    let auth = creds().header();
+    let limits = Limits::default();
+    let mut failures = Vec::new();
+    for row in &rows {
+        let name = row["name"].as_str().unwrap();
+        assert!(
+            row["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("https://docs.customer.io/")),
+            "{name}: every row names its Customer.io doc page"
+        );
+        let status = row["status"].as_u64().unwrap() as u16;
+        let field = row["field"].as_str();
+        let body = match row.get("entry_bytes").and_then(|n| n.as_u64()) {
+            // An identify of exactly this many bytes: attributes of at most 1000 bytes each.
+            Some(n) => {
+                let head = r#"{"type":"person","identifiers":{"id":"42"},"action":"identify","attributes":{"#;
+                let mut body = head.to_owned();
+                let mut i = 0;
+                loop {
+                    // What one more `"aNN":"..."` may take, leaving room for `}}`.
+                    let key = format!("{}\"a{i}\":\"", if i > 0 { "," } else { "" });
+                    let room = n as usize - body.len() - key.len() - 1 - 2;
+                    body.push_str(&key);
+                    body.push_str(&"p".repeat(room.min(1000)));
+                    body.push('"');
+                    i += 1;
+                    if room <= 1000 {
+                        break;
+                    }
+                }
+                body.push_str("}}");
+                assert_eq!(body.len() as u64, n, "{name}: the padding");
+                body
+            }
+            None => serde_json::to_string(&row["entry"]).unwrap(),
+        };
+        // The mock.
+        let r = transport
+            .send(
+                http::Method::POST,
+                &format!("{}/api/v2/entity", mock.url()),
+                &auth,
+                Some(bytes::Bytes::from(body.clone())),
+            )
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&r.body);
+        if r.status.as_u16() != status || field.is_some_and(|f| !text.contains(f)) {
+            failures.push(format!("mock, {name}: {} {text}", r.status));
+        }
+        // The client, before sending: the entry's own checks and the 32 KiB bound.
+        let judged = Operation::from_json(body.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|op| {
+                cio_api::encode::Entry::new(&op, &limits)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+        match (status, &judged) {
+            (200, Ok(())) => {}
+            (200, Err(e)) => failures.push(format!("client, {name}: refused: {e}")),
+            (_, Ok(())) => failures.push(format!("client, {name}: accepted, expected {status}")),
+            (_, Err(e)) if field.is_some_and(|f| !e.contains(f)) => {
+                failures.push(format!("client, {name}: {e} does not name {field:?}"))
+            }
+            _ => {}
+        }
+    }
+    assert!(rows.len() >= 20, "{} rows", rows.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -537,14 +537,8 @@ fn check_entry<'a>(
         };
         (reason.to_owned(), field, e.to_string())
     })?;
-    if !op.has_v2_form() {
-        return Err((
-            "invalid".into(),
-            "type".into(),
-            format!("{} entries do not exist in Track v2", op.entry_type()),
-        ));
-    }
-    op.validate(&state.config.limits)
+    // The client's own v2 rules, delivery metric names included.
+    op.validate_entry(&state.config.limits)
         .map_err(|e| (e.reason().to_owned(), e.field().to_owned(), e.to_string()))?;
     if size > state.config.limits.entry_bytes {
         return Err((
