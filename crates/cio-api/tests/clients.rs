@@ -932,6 +932,8 @@ async fn broadcasts_push_metrics_and_unsubscribe_follow_customer_io() {
         .await
         .unwrap();
     let err = app
+        .clone()
+        .retries(None)
         .send(&trigger(7, json!({"ids": ["42"]})))
         .await
         .unwrap_err();
@@ -940,8 +942,14 @@ async fn broadcasts_push_metrics_and_unsubscribe_follow_customer_io() {
         "{err:?}"
     );
     app.send(&trigger(8, json!({"ids": ["42"]}))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // With the default retries the 429 is waited out (its Retry-After) and the trigger goes.
+    let started = std::time::Instant::now();
     app.send(&trigger(7, json!({"ids": ["42"]}))).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 
     let track = TrackClient::new(mock.region(), creds());
     let push = |metric: &str| {
@@ -1097,4 +1105,65 @@ async fn the_conformance_table_holds_for_the_mock_and_the_client() {
     }
     assert!(rows.len() >= 20, "{} rows", rows.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// App and Pipelines requests are retried by default with the Track numbers: a 503 then a 200
+/// is one success. A Pipelines retry carries the same messageId as its first attempt; a
+/// transactional send whose outcome is unknown is still attempted once.
+#[tokio::test]
+async fn app_and_pipelines_requests_are_retried_by_default() {
+    let server = ScriptedServer::start(vec![
+        Script::respond(503, &[], "{}"),
+        Script::respond(200, &[], r#"{"id":1}"#),
+        Script::respond(503, &[], "{}"),
+        Script::respond(200, &[], "{}"),
+    ])
+    .await;
+    let app = AppClient::new(server.region(), AppCredentials::new("app"));
+    app.send(&AppRequest::TriggerBroadcast(BroadcastTrigger {
+        campaign_id: 3,
+        body: serde_json::Map::new(),
+    }))
+    .await
+    .expect("the 503 retried");
+    let cdp = PipelinesClient::new(server.region(), PipelinesCredentials::new("wk"));
+    cdp.send(&PipelinesRequest::Call(
+        CallKind::Track,
+        PipelinesCall {
+            user_id: Some("42".into()),
+            event: Some("signup".into()),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("the 503 retried");
+    let bodies = server.bodies();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    let message_id = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["messageId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        message_id(&bodies[2]),
+        message_id(&bodies[3]),
+        "one messageId for both attempts"
+    );
+
+    // Without retries the 503 is the answer.
+    let server = ScriptedServer::start(vec![Script::respond(503, &[], "{}")]).await;
+    let err = PipelinesClient::new(server.region(), PipelinesCredentials::new("wk"))
+        .retries(None)
+        .send(&PipelinesRequest::Call(
+            CallKind::Identify,
+            PipelinesCall {
+                user_id: Some("42".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(server.requests().len(), 1);
 }

@@ -5,7 +5,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use super::shared::{ClientBuilder, Core, FromCore};
+use cio_layers::retry::{RetryConfig, RetryLayer};
+
+use super::shared::{with_retries, ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::transactional::AppRequest;
 use crate::transport::Idempotency;
@@ -17,6 +19,11 @@ use crate::{AppCredentials, Error, Region};
 /// may have reached Customer.io (a timeout, a broken connection, a 5xx) fails with
 /// [`Error::NotRetryable`], which no retry policy retries. A 429 or a refused connection is still
 /// retryable: nothing was sent.
+///
+/// Requests are retried by default with the Track stack's numbers
+/// ([`RetryConfig::default`]: 4 attempts, full-jitter backoff, `Retry-After` honoured):
+/// 429s, 5xx, timeouts and refused connections, never what is
+/// [`Error::NotRetryable`]. [`AppClient::retries`] changes or removes that.
 #[derive(Clone, Debug)]
 pub struct AppClient {
     inner: Arc<Inner>,
@@ -27,6 +34,7 @@ struct Inner {
     core: Core,
     base: String,
     retry_sends: bool,
+    retry: Option<RetryLayer>,
 }
 
 /// A successful App API answer.
@@ -65,12 +73,37 @@ impl AppClient {
                 core: inner.core.clone(),
                 base: inner.base.clone(),
                 retry_sends: yes,
+                retry: inner.retry.clone(),
             }),
         }
     }
 
-    /// Validates and sends one request.
+    /// Retries with `config` (`None`: one attempt, the caller retries or not). The default is
+    /// [`RetryConfig::default`], the Track stack's.
+    pub fn retries(self, config: Option<RetryConfig>) -> Self {
+        let inner = &self.inner;
+        AppClient {
+            inner: Arc::new(Inner {
+                core: inner.core.clone(),
+                base: inner.base.clone(),
+                retry_sends: inner.retry_sends,
+                retry: config.map(RetryLayer::by_error),
+            }),
+        }
+    }
+
+    /// Validates and sends one request, retrying as [`AppClient::retries`] says.
     pub fn send(&self, req: &AppRequest) -> ResponseFuture<AppResponse> {
+        let client = self.clone();
+        with_retries(
+            self.inner.retry.as_ref(),
+            req.clone(),
+            move |req: AppRequest| client.send_once(&req),
+        )
+    }
+
+    /// One attempt.
+    fn send_once(&self, req: &AppRequest) -> ResponseFuture<AppResponse> {
         let inner = self.inner.clone();
         let prepared = match req {
             AppRequest::Send(kind, msg) => msg
@@ -136,6 +169,7 @@ impl FromCore for AppClient {
                 core,
                 base: region.app_base().to_owned(),
                 retry_sends: false,
+                retry: Some(RetryLayer::by_error(RetryConfig::default())),
             }),
         }
     }

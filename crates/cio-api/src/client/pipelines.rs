@@ -4,7 +4,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use super::shared::{ClientBuilder, Core, FromCore};
+use cio_layers::retry::{RetryConfig, RetryLayer};
+
+use super::shared::{with_retries, ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::pipelines::PipelinesRequest;
 use crate::transport::Idempotency;
@@ -16,6 +18,9 @@ use crate::{Error, PipelinesCredentials, Region};
 /// client refuses it before sending ([`PipelinesRequest::encode`]). It answers an invalid call
 /// 200 too, and drops it, unless the request asks for strict mode (`X-Strict-Mode: 1`, then
 /// 400): [`PipelinesClient::strict`] turns it on.
+///
+/// Requests are retried by default with the Track stack's numbers ([`RetryConfig::default`]);
+/// [`PipelinesClient::retries`] changes or removes that.
 ///
 /// Before sending, each call gets what is missing of `messageId` (a fresh one; give your own,
 /// e.g. [`crate::pipelines::message_id_from`] a stable hash, to have retries and redeliveries
@@ -30,6 +35,7 @@ pub struct PipelinesClient {
 struct Inner {
     core: Core,
     base: String,
+    retry: Option<RetryLayer>,
 }
 
 /// The header that asks Customer.io's Pipelines API to answer an invalid call 400.
@@ -65,6 +71,20 @@ impl PipelinesClient {
             inner: Arc::new(Inner {
                 core,
                 base: self.inner.base.clone(),
+                retry: self.inner.retry.clone(),
+            }),
+        }
+    }
+
+    /// Retries with `config` (`None`: one attempt). The default is [`RetryConfig::default`],
+    /// the Track stack's: 429s, 5xx, timeouts and broken connections go again, each attempt
+    /// with the same `messageId`, so Customer.io can drop a second copy.
+    pub fn retries(&self, config: Option<RetryConfig>) -> Self {
+        PipelinesClient {
+            inner: Arc::new(Inner {
+                core: self.inner.core.clone(),
+                base: self.inner.base.clone(),
+                retry: config.map(RetryLayer::by_error),
             }),
         }
     }
@@ -72,9 +92,19 @@ impl PipelinesClient {
     /// Fills in `messageId`, `timestamp` and `context.library` where missing, validates and
     /// sends one request.
     pub fn send(&self, req: &PipelinesRequest) -> ResponseFuture<PipelinesResponse> {
-        let inner = self.inner.clone();
         let mut req = req.clone();
         req.fill_defaults(std::time::SystemTime::now());
+        let client = self.clone();
+        with_retries(
+            self.inner.retry.as_ref(),
+            req,
+            move |req: PipelinesRequest| client.send_once(&req),
+        )
+    }
+
+    /// One attempt of a filled-in request.
+    fn send_once(&self, req: &PipelinesRequest) -> ResponseFuture<PipelinesResponse> {
+        let inner = self.inner.clone();
         let body = req.encode(&inner.core.limits);
         let url = format!("{}{}", inner.base, req.path());
         Box::pin(async move {
@@ -101,6 +131,7 @@ impl FromCore for PipelinesClient {
             inner: Arc::new(Inner {
                 core,
                 base: region.pipelines_base().to_owned(),
+                retry: Some(RetryLayer::by_error(RetryConfig::default())),
             }),
         }
     }

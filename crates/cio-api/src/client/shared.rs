@@ -103,6 +103,30 @@ impl Core {
     }
 }
 
+/// Calls `once(req)` under `retry` (when there is one): what [`Error`] calls retryable is sent
+/// again with the layer's backoff and `Retry-After`; [`Error::NotRetryable`] never is. The
+/// request is cloned per attempt, so whatever was filled in before (a Pipelines `messageId`)
+/// goes out the same each time.
+pub(crate) fn with_retries<R, T, F>(
+    retry: Option<&cio_layers::retry::RetryLayer>,
+    req: R,
+    once: F,
+) -> super::ResponseFuture<T>
+where
+    R: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(R) -> super::ResponseFuture<T> + Clone + Send + Sync + 'static,
+{
+    match retry {
+        None => once(req),
+        Some(layer) => {
+            use tower::Layer as _;
+            let service = layer.layer(tower::service_fn(once));
+            Box::pin(service.oneshot(req))
+        }
+    }
+}
+
 /// Our own errors as they were; anyone else's as a transport failure with its whole chain.
 fn into_error(e: BoxError, url: &str) -> Error {
     match e.downcast::<Error>() {

@@ -33,6 +33,7 @@ impl Script {
 struct Shared {
     script: VecDeque<Script>,
     requests: Vec<String>,
+    bodies: Vec<String>,
     connections: usize,
 }
 
@@ -72,6 +73,11 @@ impl ScriptedServer {
         self.shared.lock().unwrap().requests.clone()
     }
 
+    /// The request bodies received, in order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.shared.lock().unwrap().bodies.clone()
+    }
+
     pub fn connections(&self) -> usize {
         self.shared.lock().unwrap().connections
     }
@@ -107,10 +113,12 @@ async fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
         buf.drain(..head_end + len);
         let action = {
             let mut s = shared.lock().unwrap();
             s.requests.push(head);
+            s.bodies.push(body);
             s.script.pop_front()
         };
         match action {
