@@ -51,13 +51,12 @@ pub(crate) fn route_app(state: &State, method: &Method, path: &str, body: &Bytes
             )
         }
         (&Method::POST, ["campaigns", id, "triggers"]) => {
-            if id.parse::<u64>().is_err() {
+            let Ok(campaign_id) = id.parse::<u64>() else {
                 return meta_error(
                     StatusCode::NOT_FOUND,
                     format!("campaign id {id:?} is not a number"),
                 );
-            }
-            let campaign_id: u64 = id.parse().unwrap_or_default(); // checked just above
+            };
             let trigger_body = if body.is_empty() {
                 cio_api::Attributes::new()
             } else {

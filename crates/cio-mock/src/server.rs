@@ -312,11 +312,12 @@ async fn api(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().clone();
-    let strict = req
-        .headers()
-        .get(cio_api::STRICT_MODE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let strict = api == Api::Pipelines
+        && req
+            .headers()
+            .get(cio_api::STRICT_MODE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let max = match (api, path.as_str()) {
         (Api::Track, "/api/v2/batch") => state.config.limits.batch_bytes,
         (Api::Track, "/api/v2/entity") => state.config.limits.entry_bytes,

@@ -29,7 +29,7 @@ pub struct AppClient {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Inner {
     core: Core,
     base: String,
@@ -67,28 +67,21 @@ impl AppClient {
     /// Lets ambiguous failures of transactional sends stay retryable. Only for callers that
     /// accept a possible duplicate message (or de-duplicate on their side).
     pub fn retry_sends(self, yes: bool) -> Self {
-        let inner = &self.inner;
-        AppClient {
-            inner: Arc::new(Inner {
-                core: inner.core.clone(),
-                base: inner.base.clone(),
-                retry_sends: yes,
-                retry: inner.retry.clone(),
-            }),
-        }
+        self.with(|inner| inner.retry_sends = yes)
     }
 
     /// Retries with `config` (`None`: one attempt, the caller retries or not). The default is
     /// [`RetryConfig::default`], the Track stack's.
     pub fn retries(self, config: Option<RetryConfig>) -> Self {
-        let inner = &self.inner;
+        self.with(|inner| inner.retry = config.map(RetryLayer::by_error))
+    }
+
+    /// The same client with `change` made to its settings.
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
         AppClient {
-            inner: Arc::new(Inner {
-                core: inner.core.clone(),
-                base: inner.base.clone(),
-                retry_sends: inner.retry_sends,
-                retry: config.map(RetryLayer::by_error),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

@@ -31,7 +31,7 @@ pub struct PipelinesClient {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Inner {
     core: Core,
     base: String,
@@ -62,30 +62,27 @@ impl PipelinesClient {
     /// The same client with strict mode on or off: with it, Customer.io (and the mock) answer
     /// an invalid call 400 instead of 200-and-dropped.
     pub fn strict(&self, on: bool) -> Self {
-        let mut core = self.inner.core.clone();
-        core.insert_header(
-            http::HeaderName::from_static(STRICT_MODE),
-            http::HeaderValue::from_static(if on { "1" } else { "0" }),
-        );
-        PipelinesClient {
-            inner: Arc::new(Inner {
-                core,
-                base: self.inner.base.clone(),
-                retry: self.inner.retry.clone(),
-            }),
-        }
+        self.with(|inner| {
+            inner.core.insert_header(
+                http::HeaderName::from_static(STRICT_MODE),
+                http::HeaderValue::from_static(if on { "1" } else { "0" }),
+            )
+        })
     }
 
     /// Retries with `config` (`None`: one attempt). The default is [`RetryConfig::default`],
     /// the Track stack's: 429s, 5xx, timeouts and broken connections go again, each attempt
     /// with the same `messageId`, so Customer.io can drop a second copy.
     pub fn retries(&self, config: Option<RetryConfig>) -> Self {
+        self.with(|inner| inner.retry = config.map(RetryLayer::by_error))
+    }
+
+    /// The same client with `change` made to its settings.
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
         PipelinesClient {
-            inner: Arc::new(Inner {
-                core: self.inner.core.clone(),
-                base: self.inner.base.clone(),
-                retry: config.map(RetryLayer::by_error),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

@@ -106,12 +106,15 @@ impl ReplayCounts {
 
     /// Letters left out, and why.
     pub fn skipped(&self, why: Skip) -> u64 {
+        self.counter(why).load(Relaxed)
+    }
+
+    fn counter(&self, why: Skip) -> &AtomicU64 {
         match why {
             Skip::Stage => &self.0.skipped_stage,
             Skip::NotRetryable => &self.0.skipped_not_retryable,
             Skip::Older => &self.0.skipped_older,
         }
-        .load(Relaxed)
     }
 
     /// Letters left out for any reason.
@@ -128,12 +131,7 @@ impl ReplayCounts {
     }
 
     fn skip(&self, why: Skip) {
-        match why {
-            Skip::Stage => &self.0.skipped_stage,
-            Skip::NotRetryable => &self.0.skipped_not_retryable,
-            Skip::Older => &self.0.skipped_older,
-        }
-        .fetch_add(1, Relaxed);
+        self.counter(why).fetch_add(1, Relaxed);
     }
 }
 
