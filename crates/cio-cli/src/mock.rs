@@ -77,6 +77,26 @@ pub struct MockArgs {
     /// to this mock itself.
     #[arg(long, value_name = "URL", value_parser = parse_redirect)]
     redirect_to: Option<hyper::Uri>,
+    /// Keep nothing of what is sent, only count it: no App API reads, no /__mock/people
+    /// (a little faster, for throughput runs).
+    #[arg(long)]
+    no_state: bool,
+    /// People kept; past it the least recently used go (counted in evicted_people).
+    #[arg(long, value_name = "N", default_value_t = cio_mock::StoreLimits::default().people)]
+    max_people: usize,
+    /// Latest events kept per person (getCustomerActivities).
+    #[arg(long, value_name = "N", default_value_t = cio_mock::StoreLimits::default().events_per_person)]
+    events_per_person: usize,
+    /// Objects kept.
+    #[arg(long, value_name = "N", default_value_t = cio_mock::StoreLimits::default().objects)]
+    max_objects: usize,
+    /// Estimated memory the kept people and objects may take, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = cio_mock::StoreLimits::default().bytes >> 20)]
+    state_mib: usize,
+    /// The de-duplication window: distinct event ids remembered (an id is known as a duplicate
+    /// while among the last half of these, forgotten after all of them).
+    #[arg(long, value_name = "N", default_value_t = cio_mock::StoreLimits::default().event_ids)]
+    dedup_window: usize,
 }
 
 fn parse_redirect(s: &str) -> Result<hyper::Uri, String> {
@@ -155,6 +175,15 @@ pub async fn run(args: MockArgs) -> Result<(), String> {
     if let Some(url) = &args.redirect_to {
         builder = builder.redirect_to(url.clone());
     }
+    builder = builder
+        .keep_state(!args.no_state)
+        .store_limits(cio_mock::StoreLimits {
+            people: args.max_people,
+            events_per_person: args.events_per_person,
+            objects: args.max_objects,
+            bytes: args.state_mib.saturating_mul(1 << 20),
+            event_ids: args.dedup_window,
+        });
     let mock = builder.start().await.map_err(|e| match e {
         cio_mock::MockError::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => format!(
             "cannot listen on {addr}: the port is already in use\n  hint: stop the other process, or pick another address with --listen 127.0.0.1:PORT (port 0 picks a free one)"

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::answer::{json, meta_error, Answer};
 use crate::state::State;
+use crate::store::Change;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -25,8 +26,25 @@ fn bad(state: &State, message: impl Into<String>) -> Answer {
     meta_error(StatusCode::BAD_REQUEST, message)
 }
 
-pub(crate) fn route_app(state: &State, method: &Method, path: &str, body: &Bytes) -> Answer {
+pub(crate) fn route_app(
+    state: &State,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Answer {
     let rest = path.strip_prefix("/v1/").unwrap_or(path);
+    if rest == "customers" || rest.starts_with("customers/") {
+        let segs: Vec<String> = rest
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        return crate::reads::route(state, method, &segs, query, body);
+    }
     let segs: Vec<&str> = rest.split('/').collect();
     match (method, segs.as_slice()) {
         (&Method::POST, ["send", kind]) => {
@@ -183,6 +201,12 @@ pub(crate) fn route_pipelines(
             kinds.push((cdp_stat(kind), None, false));
         }
         state.stats.accept(kinds);
+        state.keep(|| {
+            batch
+                .batch
+                .into_iter()
+                .filter_map(|c| c.kind.and_then(|k| Change::of_call(k, c)))
+        });
         return json(StatusCode::OK, &json!({}));
     }
     let Some(kind) = CallKind::parse(name) else {
@@ -202,5 +226,6 @@ pub(crate) fn route_pipelines(
         return invalid(state, strict, e.to_string());
     }
     state.stats.accept([(cdp_stat(kind), None, false)]);
+    state.keep(|| Change::of_call(kind, call));
     json(StatusCode::OK, &json!({}))
 }

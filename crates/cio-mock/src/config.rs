@@ -64,6 +64,48 @@ pub struct MockConfig {
     /// (the mock redirecting to itself, `http://127.0.0.1:7070/eu`) is served with the prefix
     /// taken off. `None` (default): no redirects.
     pub redirect_to: Option<http::Uri>,
+    /// Whether the mock keeps people, events, devices, segments and objects (and answers the
+    /// App API reads and `GET /__mock/people/{id}` from them). Off, it only counts (a little
+    /// faster, for throughput benches). Default: on.
+    pub keep_state: bool,
+    /// The caps on what is kept, and the event-id de-duplication window.
+    pub store: StoreLimits,
+}
+
+/// The caps on what the mock keeps. Past one, the least recently used person (or object, or
+/// event of a person) goes, and the stats count it.
+///
+/// With the defaults, 10 million events into the mock stay under 512 MB of RSS (measured:
+/// `docs/benchmarks.md`, "Mock memory").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StoreLimits {
+    /// People kept (default 100,000).
+    pub people: usize,
+    /// Latest events, page and screen views kept per person (default 20).
+    pub events_per_person: usize,
+    /// Objects kept (default 100,000).
+    pub objects: usize,
+    /// Bytes the kept people and objects may take, estimated (default 256 MiB): past it the
+    /// least recently used people go even under the count cap.
+    pub bytes: usize,
+    /// The de-duplication window: how many distinct event ids the mock remembers (default
+    /// 2,000,000). An id is always recognised as a duplicate while it is among the last half
+    /// of that many distinct ids seen or repeated, and forgotten at the latest once that many
+    /// newer ones came. Customer.io does not document its own window; this one is by count,
+    /// so that a soak test of any length stays bounded.
+    pub event_ids: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            people: 100_000,
+            events_per_person: 20,
+            objects: 100_000,
+            bytes: 256 << 20,
+            event_ids: 2_000_000,
+        }
+    }
 }
 
 impl Default for MockConfig {
@@ -82,6 +124,8 @@ impl Default for MockConfig {
             faults: Faults::default(),
             broadcast_interval: Duration::from_secs(10),
             redirect_to: None,
+            keep_state: true,
+            store: StoreLimits::default(),
         }
     }
 }

@@ -8,8 +8,17 @@
 //! | `/api/v1/...` | Track v1 (`PUT /customers/{id}`, events, devices, merge, segments, metrics, push events, forms) and `POST /unsubscribe/{delivery_id}` | Basic `site_id:api_key` |
 //! | `/api/v2/batch`, `/api/v2/entity` | Track v2 | Basic |
 //! | `/v1/send/*`, `/v1/campaigns/{id}/triggers` | App API | Bearer |
+//! | `/v1/customers?email=`, `/v1/customers/{id}/attributes`, `/segments`, `/activities`, `POST /v1/customers/attributes` | App API reads, from the kept state | Bearer |
 //! | `/v1/identify`, `/track`, `/page`, `/screen`, `/group`, `/alias`, `/batch` | Pipelines | Basic `write_key:` |
-//! | `/__mock/stats`, `/__mock/reset`, `/__mock/faults` | the mock's own controls | none |
+//! | `/__mock/stats`, `/__mock/reset`, `/__mock/faults`, `/__mock/people/{id}`, `/__mock/objects/{type}/{id}` | the mock's own controls | none |
+//!
+//! **State.** It keeps what it accepted, merged as Customer.io merges it: people with their
+//! attributes (`_update`, `_timestamp` ordering), latest events, devices, suppression, manual
+//! segments and relationships, and objects. The App API reads answer from it, and
+//! `GET /__mock/people/{id}` (or [`MockHandle::person`]) shows all of it to a test. Memory is
+//! bounded: people, events per person, objects and remembered event ids are capped by count
+//! (least recently used go first, counted in the stats), all of it by an estimated byte budget
+//! ([`StoreLimits`]). The merge rules are in the `store` module's docs.
 //!
 //! It validates with the client's own rules (`cio_api::validate`) and answers like Customer.io:
 //! 400 with its error bodies, 207 with `batch_index` errors, 401, 413 while reading an over-size
@@ -44,9 +53,11 @@
 mod answer;
 mod app;
 mod config;
+mod reads;
 mod server;
 mod state;
 mod stats;
+mod store;
 mod tls;
 mod track;
 
@@ -58,7 +69,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Faults, Latency, MockConfig, MockCredentials, RateLimit};
+pub use config::{Faults, Latency, MockConfig, MockCredentials, RateLimit, StoreLimits};
 pub use stats::StatsSnapshot;
 pub use tls::TlsIdentity;
 
@@ -207,6 +218,19 @@ impl MockBuilder {
         self
     }
 
+    /// Whether to keep people, events, devices, segments and objects (default on): see
+    /// [`MockConfig::keep_state`].
+    pub fn keep_state(mut self, yes: bool) -> Self {
+        self.config.keep_state = yes;
+        self
+    }
+
+    /// The caps on what is kept and the de-duplication window (default [`StoreLimits::default`]).
+    pub fn store_limits(mut self, limits: StoreLimits) -> Self {
+        self.config.store = limits;
+        self
+    }
+
     /// Faults at start.
     pub fn faults(mut self, faults: Faults) -> Self {
         self.config.faults = faults;
@@ -321,12 +345,21 @@ impl MockHandle {
 
     /// What it has seen so far.
     pub fn stats(&self) -> StatsSnapshot {
-        self.state.stats.snapshot()
+        self.state.snapshot()
     }
 
-    /// Clears the stats (and the set of seen event ids).
+    /// Clears the stats, the set of seen event ids and everything kept.
     pub fn reset(&self) {
-        self.state.stats.reset();
+        self.state.reset();
+    }
+
+    /// Everything the mock keeps of the person with this `id` (as `GET /__mock/people/{id}`
+    /// answers): identifiers, attributes with their timestamps, devices, latest events (newest
+    /// first), segments, relationships, and whether they are suppressed. `None` when it keeps no
+    /// such person (never sent, deleted, merged away or evicted), or keeps no state at all.
+    pub fn person(&self, id: &str) -> Option<serde_json::Value> {
+        let who = store::Lookup::new(id, None)?;
+        self.state.store.as_ref()?.person(&who)
     }
 
     /// The current faults.

@@ -46,7 +46,11 @@ fn classify(path: &str) -> Option<Api> {
         return Some(Api::Track);
     }
     let rest = path.strip_prefix("/v1/")?;
-    if rest.starts_with("send/") || rest.starts_with("campaigns/") {
+    if rest.starts_with("send/")
+        || rest.starts_with("campaigns/")
+        || rest == "customers"
+        || rest.starts_with("customers/")
+    {
         return Some(Api::App);
     }
     let first = rest.split('/').next().unwrap_or_default();
@@ -333,7 +337,7 @@ async fn api(
     };
     match api {
         Api::Track => track::route(state, &method, &path, query.as_deref(), &body),
-        Api::App => app::route_app(state, &method, &path, &body),
+        Api::App => app::route_app(state, &method, &path, query.as_deref(), &body),
         Api::Pipelines => app::route_pipelines(state, &method, &path, strict, &body),
     }
 }
@@ -560,10 +564,10 @@ async fn admin(state: &State, req: Request<Incoming>) -> Answer {
     match (method, path.as_str()) {
         (Method::GET, "/__mock/stats") => json(
             StatusCode::OK,
-            &serde_json::to_value(state.stats.snapshot()).unwrap_or(Value::Null),
+            &serde_json::to_value(state.snapshot()).unwrap_or(Value::Null),
         ),
         (Method::POST, "/__mock/reset") => {
-            state.stats.reset();
+            state.reset();
             json(StatusCode::OK, &json!({}))
         }
         (Method::GET, "/__mock/faults") => json(
@@ -583,10 +587,56 @@ async fn admin(state: &State, req: Request<Incoming>) -> Answer {
             }
         }
         (Method::GET, "/__mock/health") => json(StatusCode::OK, &json!({"ok": true})),
+        (Method::GET, p) if p.starts_with("/__mock/people/") || p.starts_with("/__mock/objects/") => {
+            kept(state, p, req.uri().query())
+        }
         (m, p) => meta_error(
             StatusCode::NOT_FOUND,
-            format!("no such admin endpoint: {m} {p} (try GET /__mock/stats, POST /__mock/reset, GET|POST /__mock/faults)"),
+            format!("no such admin endpoint: {m} {p} (try GET /__mock/stats, POST /__mock/reset, GET|POST /__mock/faults, GET /__mock/people/{{id}}, GET /__mock/objects/{{type}}/{{id}})"),
         ),
+    }
+}
+
+/// `GET /__mock/people/{id}?id_type=id|email|cio_id` (everything kept of a person, suppressed
+/// ones too) and `GET /__mock/objects/{object_type_id}/{object_id}`.
+fn kept(state: &State, path: &str, query: Option<&str>) -> Answer {
+    let Some(store) = &state.store else {
+        return meta_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this mock keeps no state (keep_state off / --no-state)",
+        );
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    if let Some(id) = path.strip_prefix("/__mock/people/") {
+        let id_type = crate::reads::query_value(query, "id_type");
+        let Some(who) = crate::store::Lookup::new(&decode(id), id_type.as_deref()) else {
+            return meta_error(
+                StatusCode::BAD_REQUEST,
+                "id_type must be id, email or cio_id",
+            );
+        };
+        return match store.person(&who) {
+            Some(p) => json(StatusCode::OK, &p),
+            None => meta_error(
+                StatusCode::NOT_FOUND,
+                format!("no person {:?} is kept", decode(id)),
+            ),
+        };
+    }
+    let rest = path.strip_prefix("/__mock/objects/").unwrap_or_default();
+    let Some((object_type_id, object_id)) = rest.split_once('/') else {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            "expected GET /__mock/objects/{object_type_id}/{object_id}",
+        );
+    };
+    match store.object(&decode(object_type_id), &decode(object_id)) {
+        Some(o) => json(StatusCode::OK, &o),
+        None => meta_error(StatusCode::NOT_FOUND, "no such object is kept"),
     }
 }
 

@@ -8,13 +8,16 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::config::{Faults, MockConfig, RateLimit};
-use crate::stats::Stats;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::store::{Change, Store};
 
 /// Shared state of one mock server.
 pub(crate) struct State {
     pub(crate) config: MockConfig,
     pub(crate) faults: RwLock<Faults>,
     pub(crate) stats: Stats,
+    /// What the mock keeps of what it was sent (`None` with `keep_state` off).
+    pub(crate) store: Option<Store>,
     pub(crate) track_limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) app_limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) pipelines_limiter: Option<DefaultDirectRateLimiter>,
@@ -30,7 +33,8 @@ impl State {
     pub(crate) fn new(config: MockConfig) -> Self {
         State {
             faults: RwLock::new(config.faults),
-            stats: Stats::new(),
+            stats: Stats::new(config.store.event_ids),
+            store: config.keep_state.then(|| Store::new(config.store)),
             track_limiter: limiter(config.track_limit),
             app_limiter: limiter(config.app_limit),
             pipelines_limiter: limiter(config.pipelines_limit),
@@ -56,6 +60,39 @@ impl State {
         }
         last.insert(id, now);
         None
+    }
+
+    /// Keeps what one accepted request changes. `changes` is only walked with state kept.
+    pub(crate) fn keep<I: IntoIterator<Item = Change>>(&self, changes: impl FnOnce() -> I) {
+        if let Some(store) = &self.store {
+            // Parsed here, before the store's lock is taken.
+            let changes: Vec<Change> = changes().into_iter().collect();
+            store.apply(changes);
+        }
+    }
+
+    /// The counters and what the store holds.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let mut s = self.stats.snapshot();
+        if let Some(store) = &self.store {
+            let c = store.counts();
+            s.people = c.people;
+            s.objects = c.objects;
+            s.state_bytes = c.bytes;
+            s.evicted_people = c.evicted_people;
+            s.evicted_events = c.evicted_events;
+            s.evicted_objects = c.evicted_objects;
+            s.dropped_suppressed = c.dropped_suppressed;
+        }
+        s
+    }
+
+    /// Clears the counters and what is kept.
+    pub(crate) fn reset(&self) {
+        self.stats.reset();
+        if let Some(store) = &self.store {
+            store.reset();
+        }
     }
 
     pub(crate) fn set_faults(&self, f: Faults) -> Result<(), String> {

@@ -76,6 +76,39 @@ pub struct StatsSnapshot {
     pub ignored: u64,
     /// The largest number of Track requests let through the rate limit in one wall-clock second.
     pub max_track_requests_in_a_second: u64,
+    /// Event ids the de-duplication window let go of (`StoreLimits::event_ids`): an id sent
+    /// again after that counts as new.
+    #[serde(default)]
+    pub event_ids_forgotten: u64,
+    /// People kept now.
+    #[serde(default)]
+    pub people: u64,
+    /// Objects kept now.
+    #[serde(default)]
+    pub objects: u64,
+    /// The estimated bytes the kept people and objects take.
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// People let go (least recently used) to stay within the caps.
+    #[serde(default)]
+    pub evicted_people: u64,
+    /// Events let go: older than a person's latest `events_per_person`, or of a person let go.
+    #[serde(default)]
+    pub evicted_events: u64,
+    /// Objects let go to stay within the cap.
+    #[serde(default)]
+    pub evicted_objects: u64,
+    /// Identifies, events and devices sent to a suppressed person, dropped.
+    #[serde(default)]
+    pub dropped_suppressed: u64,
+}
+
+/// One shard of the de-duplication window: ids in two generations. An id seen again while in
+/// the older one moves to the newer; when the newer fills, the older is let go.
+#[derive(Default)]
+struct IdWindow {
+    current: IdSet,
+    previous: IdSet,
 }
 
 /// Live counters. Atomics for counts; the event-id set is sharded to keep contention low.
@@ -84,7 +117,11 @@ pub(crate) struct Stats {
     by_status: [AtomicU64; 600],
     accepted: Mutex<HashMap<&'static str, u64>>,
     rejected: AtomicU64,
-    event_ids: Vec<Mutex<IdSet>>,
+    event_ids: Vec<Mutex<IdWindow>>,
+    /// Ids a generation of one shard holds before the older generation is let go.
+    generation: usize,
+    unique_event_ids: AtomicU64,
+    event_ids_forgotten: AtomicU64,
     seed: u64,
     duplicate_event_ids: AtomicU64,
     events_without_id: AtomicU64,
@@ -104,13 +141,17 @@ struct PerSecond {
 }
 
 impl Stats {
-    pub(crate) fn new() -> Self {
+    /// Counters with a de-duplication window of `event_ids` distinct ids.
+    pub(crate) fn new(event_ids: usize) -> Self {
         Stats {
             requests: AtomicU64::new(0),
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             accepted: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
-            event_ids: (0..SHARDS).map(|_| Mutex::new(IdSet::default())).collect(),
+            event_ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            generation: (event_ids / 2 / SHARDS).max(1),
+            unique_event_ids: AtomicU64::new(0),
+            event_ids_forgotten: AtomicU64::new(0),
             seed: rand::random(),
             duplicate_event_ids: AtomicU64::new(0),
             events_without_id: AtomicU64::new(0),
@@ -187,9 +228,22 @@ impl Stats {
     fn event_id(&self, id: &str) {
         let fingerprint = xxhash_rust::xxh3::xxh3_128_with_seed(id.as_bytes(), self.seed);
         let shard = ((fingerprint >> 64) as usize) % SHARDS;
-        let fresh = lock(&self.event_ids[shard]).insert(fingerprint);
-        if !fresh {
+        let mut w = lock(&self.event_ids[shard]);
+        if w.current.contains(&fingerprint) {
             self.duplicate_event_ids.fetch_add(1, Relaxed);
+            return;
+        }
+        if w.previous.remove(&fingerprint) {
+            self.duplicate_event_ids.fetch_add(1, Relaxed);
+        } else {
+            self.unique_event_ids.fetch_add(1, Relaxed);
+        }
+        w.current.insert(fingerprint);
+        if w.current.len() >= self.generation {
+            let full = std::mem::take(&mut w.current);
+            let let_go = std::mem::replace(&mut w.previous, full);
+            self.event_ids_forgotten
+                .fetch_add(let_go.len() as u64, Relaxed);
         }
     }
 
@@ -210,7 +264,7 @@ impl Stats {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             rejected: self.rejected.load(Relaxed),
-            unique_event_ids: self.event_ids.iter().map(|s| lock(s).len() as u64).sum(),
+            unique_event_ids: self.unique_event_ids.load(Relaxed),
             duplicate_event_ids: self.duplicate_event_ids.load(Relaxed),
             events_without_id: self.events_without_id.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
@@ -221,6 +275,8 @@ impl Stats {
             oversize_ignored: self.oversize_ignored.load(Relaxed),
             ignored: self.ignored.load(Relaxed),
             max_track_requests_in_a_second: lock(&self.per_second).max,
+            event_ids_forgotten: self.event_ids_forgotten.load(Relaxed),
+            ..StatsSnapshot::default()
         }
     }
 
@@ -231,7 +287,7 @@ impl Stats {
         }
         lock(&self.accepted).clear();
         for s in &self.event_ids {
-            lock(s).clear();
+            *lock(s) = IdWindow::default();
         }
         for c in [
             &self.rejected,
@@ -244,6 +300,8 @@ impl Stats {
             &self.unauthorized,
             &self.oversize_ignored,
             &self.ignored,
+            &self.unique_event_ids,
+            &self.event_ids_forgotten,
         ] {
             c.store(0, Relaxed);
         }

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::answer::{json, meta_error, Answer};
 use crate::state::State;
+use crate::store::Change;
 
 /// Which v1 error body shape an endpoint uses.
 #[derive(Clone, Copy)]
@@ -90,11 +91,12 @@ pub(crate) fn route(
         return bad_request(shape, e.to_string());
     }
     accept(state, std::slice::from_ref(&op));
-    match op {
-        Operation::FormSubmit(_) => {
-            json(StatusCode::NO_CONTENT, &Value::Null).map(|_| Default::default())
-        }
-        _ => json(StatusCode::OK, &json!({})),
+    let form = matches!(op, Operation::FormSubmit(_));
+    state.keep(|| Change::of(op));
+    if form {
+        json(StatusCode::NO_CONTENT, &Value::Null).map(|_| Default::default())
+    } else {
+        json(StatusCode::OK, &json!({}))
     }
 }
 
@@ -579,6 +581,11 @@ fn v2_batch(state: &State, body: &Bytes) -> Answer {
                     .iter()
                     .map(|(_, v)| (v.kind, v.event_id, v.is_event)),
             );
+            state.keep(|| {
+                entries
+                    .iter()
+                    .filter_map(|(text, _)| Change::of_entry(text))
+            });
             return json(StatusCode::OK, &json!({}));
         }
     }
@@ -591,15 +598,20 @@ fn v2_batch(state: &State, body: &Bytes) -> Answer {
     };
     let mut errors = Vec::new();
     let mut accepted = Vec::with_capacity(entries.len());
+    let mut kept = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         match check_entry(state, entry.get()) {
-            Ok(op) => accepted.push(op),
+            Ok(op) => {
+                accepted.push(op);
+                kept.push(entry.get());
+            }
             Err((reason, field, message)) => errors.push(json!({
                 "batch_index": i, "reason": reason, "field": field, "message": message
             })),
         }
     }
     state.stats.accept(accepted.iter().map(Accepted::stat));
+    state.keep(|| kept.iter().filter_map(|text| Change::of_entry(text)));
     if errors.is_empty() {
         json(StatusCode::OK, &json!({}))
     } else {
@@ -619,6 +631,7 @@ fn v2_entity(state: &State, body: &Bytes) -> Answer {
     match check_entry(state, entry) {
         Ok(accepted) => {
             state.stats.accept([accepted.stat()]);
+            state.keep(|| Change::of_entry(entry));
             json(StatusCode::OK, &json!({}))
         }
         Err((reason, field, message)) => {
