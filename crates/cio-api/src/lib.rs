@@ -8,7 +8,7 @@
 //! | [`encode`], [`raw`] | v2 entries checked and encoded once; a line's own bytes reused when they are already what is sent |
 //! | [`TrackClient`] | Track v1, one request per operation (`PUT /customers/{id}`, ...) |
 //! | [`BatchClient`] | Track v2 `/batch`, answered per entry (a 207 maps back to the exact entries) |
-//! | [`AppClient`] | App API: transactional messages, broadcast triggers |
+//! | [`AppClient`] | App API: transactional messages, broadcast triggers, reads of people ([`customers`]) |
 //! | [`PipelinesClient`] | Pipelines (CDP): identify, track, page, screen, group, alias, batch |
 //! | [`Region`], credentials | where requests go and how they authenticate (secrets never in `Debug`) |
 //! | [`Error`] | one error type with [`Error::is_retryable`] and [`Error::retry_after`] |
@@ -38,6 +38,7 @@
 
 mod client;
 mod credentials;
+pub mod customers;
 pub mod encode;
 mod error;
 mod identifier;
@@ -55,9 +56,13 @@ pub mod validate;
 
 pub use client::{
     AppClient, AppResponse, BatchClient, BatchResponse, BoxError, ClientBuilder, EntryError,
-    PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse, STRICT_MODE,
+    PipelinesClient, PipelinesResponse, ResponseFuture, TrackClient, TrackResponse,
+    APP_API_PER_SECOND, STRICT_MODE,
 };
 pub use credentials::{AppCredentials, PipelinesCredentials, Secret, TrackCredentials};
+pub use customers::{
+    Activities, Activity, ActivityQuery, Customer, CustomerDevice, CustomerIdentifiers, Segment,
+};
 pub use encode::{encode_batch, EncodedBatch};
 pub use error::{parse_retry_after, ConfigError, Error, RETRYABLE_STATUSES};
 pub use identifier::{ObjectIdentifier, PersonIdentifier, Relationship, RelationshipTarget};

@@ -195,13 +195,15 @@ impl Connection {
             .build()
     }
 
-    /// An App API client on the shared transport, without the client's own retries: an
-    /// iteration is one request, so a 429 or a 5xx is counted as the answer it was.
+    /// An App API client on the shared transport, without the client's own retries or rate
+    /// limit: an iteration is one request, sent when the scenario says, so a 429 or a 5xx is
+    /// counted as the answer it was.
     pub fn app_client(&self) -> AppClient {
         AppClient::builder(self.region.clone(), self.app.clone())
             .options(self.options.clone())
             .transport(self.transport.clone())
             .build()
             .retries(None)
+            .rate_limit(None)
     }
 }

@@ -88,11 +88,13 @@ pub struct StoreLimits {
     /// Bytes the kept people and objects may take, estimated (default 256 MiB): past it the
     /// least recently used people go even under the count cap.
     pub bytes: usize,
-    /// The de-duplication window: how many distinct event ids the mock remembers (default
-    /// 2,000,000). An id is always recognised as a duplicate while it is among the last half
-    /// of that many distinct ids seen or repeated, and forgotten at the latest once that many
-    /// newer ones came. Customer.io does not document its own window; this one is by count,
-    /// so that a soak test of any length stays bounded.
+    /// The de-duplication window: how many distinct event ids the mock remembers at most
+    /// (default 2,000,000). Ids are spread by hash over 16 shards, each keeping its ids in two
+    /// generations of `event_ids / 32`: an id seen (or repeated) is recognised as a duplicate
+    /// until its shard has met at least `event_ids / 32` other distinct ids since, and
+    /// forgotten once it met `event_ids / 16`; over all shards, that is on average the last
+    /// `event_ids / 2` to `event_ids` distinct ids. Customer.io does not document its own
+    /// window; this one is by count, so that a soak test of any length stays bounded.
     pub event_ids: usize,
 }
 

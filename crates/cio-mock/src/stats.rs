@@ -52,9 +52,11 @@ pub struct StatsSnapshot {
     pub accepted: BTreeMap<String, u64>,
     /// Entries refused for validation (400s count their entries, 207s their failed entries).
     pub rejected: u64,
-    /// Distinct `id`s of accepted Track events.
+    /// Distinct `id`s of accepted Track events: ids not among those the de-duplication window
+    /// holds when they came (an id sent again after the window forgot it counts again; see
+    /// `event_ids_forgotten`).
     pub unique_event_ids: u64,
-    /// Accepted events whose id had been seen before (de-duplicated by Customer.io).
+    /// Accepted events whose id the window held (de-duplicated by Customer.io).
     pub duplicate_event_ids: u64,
     /// Accepted events without an id (cannot be de-duplicated).
     pub events_without_id: u64,

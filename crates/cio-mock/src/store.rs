@@ -6,8 +6,10 @@
 //!
 //! - An identify creates the person it names (by `id`, `email` or `phone`; a `cio_id` that is not
 //!   known creates no one) and sets each attribute it carries. A value of `""` or `null` removes
-//!   the attribute. An `email` (or `id`) attribute sent to a person addressed by another
-//!   identifier becomes that identifier: this is how an id or email is changed.
+//!   the attribute (and an older update does not bring it back). An `email` (or `id`,
+//!   `phone`) attribute sent to a person addressed by another identifier becomes that
+//!   identifier: this is how an id or email is changed; `""` removes an email or phone. An
+//!   identifier another person holds is not taken (Customer.io refuses to give two people one).
 //! - `_update: true` updates a person who exists and never creates one.
 //! - `_timestamp` (v1) or the v2 entry's `timestamp` orders updates attribute by attribute: an
 //!   attribute last set by a newer update is not overwritten by an older one. Without it the
@@ -32,7 +34,9 @@
 //! # Bounded memory
 //!
 //! Everything is capped by count, and all of it together by an approximate byte budget
-//! ([`StoreLimits`]). Past a cap the least recently used person (or object) is evicted: every
+//! ([`StoreLimits`]). Per person at most 300 attributes (Customer.io's limit; more are not
+//! kept), 100 devices (the oldest goes), 1,000 manual segments and 1,000 relationships (more are
+//! not recorded); per object 300 attributes. Past a cap the least recently used person (or object) is evicted: every
 //! write and App API read of a person counts as a use. Evictions are counted in the stats
 //! (`evicted_people`, `evicted_events`, `evicted_objects`). The byte count is an estimate of
 //! the heap the kept values take (strings, maps, events as their JSON text), not a measurement;
@@ -65,8 +69,10 @@ const FIRST_CIO_ID: u64 = 0x1000_0000;
 /// Bytes counted for a person before their attributes and events: the record, its LRU node and
 /// its index entries.
 const PERSON_OVERHEAD: usize = 320;
-/// Bytes counted for a kept event besides its name, id and data text.
-const EVENT_OVERHEAD: usize = 96;
+/// Bytes counted for a kept event besides its name, id and data text: its slot (64) and the
+/// allocator's share of its three allocations (measured: with 96 the RSS came out 40 % over
+/// the budget's share).
+const EVENT_OVERHEAD: usize = 144;
 /// Bytes counted for an object besides its attributes.
 const OBJECT_OVERHEAD: usize = 200;
 
@@ -78,7 +84,9 @@ pub(crate) enum Change {
     Event(PersonIdentifier, KeptEvent),
 }
 
-/// An event as kept: its data as compact JSON text (a third of what a parsed value takes).
+/// An event as kept: its data as the JSON text it came in (a third of what a parsed value
+/// takes).
+#[derive(Clone)]
 pub(crate) struct KeptEvent {
     kind: EventKind,
     name: Box<str>,
@@ -282,7 +290,9 @@ impl Lookup {
     }
 }
 
-/// An attribute with the time of the update that set it.
+/// An attribute with the time of the update that set it. A removed attribute stays as `null`
+/// with the time of its removal (a tombstone, never shown), so that an older update does not
+/// bring it back.
 #[derive(Clone)]
 struct Attr {
     value: Value,
@@ -298,8 +308,29 @@ struct KeptDevice {
     attributes: Attributes,
 }
 
+impl KeptDevice {
+    fn bytes(&self) -> usize {
+        DEVICE_OVERHEAD + self.token.len() + map_bytes(&self.attributes)
+    }
+}
+
 /// An object's key: its type and id.
 type ObjectKey = (String, String);
+
+/// Attributes kept per person or object: Customer.io's limit per person. Past it, new
+/// attributes are not kept (those already there still change).
+const MAX_ATTRIBUTES: usize = 300;
+/// Devices kept per person; past it the oldest added goes.
+const MAX_DEVICES: usize = 100;
+/// Manual segments kept per person; past it, more are not recorded.
+const MAX_SEGMENTS: usize = 1_000;
+/// Relationships kept per person; past it, more are not recorded.
+const MAX_RELATIONSHIPS: usize = 1_000;
+
+/// Bytes counted for a device besides its token and attributes.
+const DEVICE_OVERHEAD: usize = 96;
+/// Bytes counted for a relationship (both sides) besides the object's key.
+const RELATIONSHIP_OVERHEAD: usize = 96;
 
 struct Person {
     cio_id: u64,
@@ -315,8 +346,28 @@ struct Person {
     suppressed: bool,
     segments: Vec<u64>,
     relationships: Vec<ObjectKey>,
-    /// What this person is counted as in the byte budget.
+    /// What this person is counted as in the byte budget ([`Person::recount`]).
     bytes: usize,
+}
+
+impl Person {
+    /// Everything this person is counted as, from scratch.
+    fn recount(&self) -> usize {
+        PERSON_OVERHEAD
+            + [&self.id, &self.email, &self.phone]
+                .into_iter()
+                .map(|v| v.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+            + self.attributes.values().map(|a| a.bytes).sum::<usize>()
+            + self.events.iter().map(KeptEvent::bytes).sum::<usize>()
+            + self.devices.iter().map(KeptDevice::bytes).sum::<usize>()
+            + self
+                .relationships
+                .iter()
+                .map(|(t, id)| RELATIONSHIP_OVERHEAD + t.len() + id.len())
+                .sum::<usize>()
+            + self.segments.len() * 8
+    }
 }
 
 struct Object {
@@ -324,6 +375,12 @@ struct Object {
     attributes: Map<String, Value>,
     people: Vec<u64>,
     bytes: usize,
+}
+
+impl Object {
+    fn recount(&self, key: &ObjectKey) -> usize {
+        OBJECT_OVERHEAD + key.0.len() + key.1.len() + map_bytes(&self.attributes)
+    }
 }
 
 /// The kept state: one lock over it all, taken once per request (a batch applies all its
@@ -369,13 +426,20 @@ fn value_bytes(v: &Value) -> usize {
         Value::Null | Value::Bool(_) | Value::Number(_) => 32,
         Value::String(s) => 32 + s.len(),
         Value::Array(a) => 32 + a.iter().map(value_bytes).sum::<usize>(),
-        Value::Object(m) => {
-            32 + m
-                .iter()
-                .map(|(k, v)| 48 + k.len() + value_bytes(v))
-                .sum::<usize>()
-        }
+        Value::Object(m) => map_bytes(m),
     }
+}
+
+fn map_bytes(m: &Map<String, Value>) -> usize {
+    32 + m
+        .iter()
+        .map(|(k, v)| 48 + k.len() + value_bytes(v))
+        .sum::<usize>()
+}
+
+/// `""` and `null` remove an attribute.
+fn removes(v: &Value) -> bool {
+    v.is_null() || v.as_str() == Some("")
 }
 
 fn object_key(o: &ObjectIdentifier) -> Option<ObjectKey> {
@@ -392,6 +456,33 @@ fn object_key(o: &ObjectIdentifier) -> Option<ObjectKey> {
 
 fn cio_id_text(n: u64) -> String {
     format!("{n:x}")
+}
+
+/// What a read takes out of the store under its lock; turned into JSON after the lock is let
+/// go (parsing kept events' data is the slow part).
+struct PersonView {
+    customer: Value,
+    identifiers: Value,
+    id: Option<String>,
+    events: Vec<KeptEvent>,
+}
+
+impl PersonView {
+    fn of(p: &Person, events: Vec<KeptEvent>) -> PersonView {
+        PersonView {
+            customer: customer_json(p),
+            identifiers: identifiers_json(p),
+            id: p.id.clone(),
+            events,
+        }
+    }
+
+    fn activities(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .map(|e| activity_json(e, &self.id, &self.identifiers))
+            .collect()
+    }
 }
 
 impl Store {
@@ -427,36 +518,37 @@ impl Store {
         *inner = Inner::new(limits);
     }
 
-    /// The App API's view of a person (`getAttributes`): `None` when unknown or suppressed.
-    pub(crate) fn customer(&self, who: &Lookup) -> Option<Value> {
+    /// The person a read names, if kept and not suppressed (a use, for the LRU), with what
+    /// `pick` takes of them.
+    fn read<T>(&self, who: &Lookup, pick: impl FnOnce(&Person) -> T) -> Option<T> {
         let mut inner = lock(&self.inner);
         let key = inner.find_lookup(who)?;
         let p = inner.people.get(&key)?;
-        (!p.suppressed).then(|| customer_json(p))
+        (!p.suppressed).then(|| pick(p))
+    }
+
+    /// The App API's view of a person (`getAttributes`): `None` when unknown or suppressed.
+    pub(crate) fn customer(&self, who: &Lookup) -> Option<Value> {
+        self.read(who, customer_json)
     }
 
     /// `getCustomersByEmail`: the identifiers of the people with this email.
     pub(crate) fn by_email(&self, email: &str) -> Vec<Value> {
-        let mut inner = lock(&self.inner);
-        let Some(key) = inner.by_email.get(email).copied() else {
-            return Vec::new();
+        let who = Lookup {
+            kind: SegmentIdType::Email,
+            value: email.to_owned(),
         };
-        match inner.people.get(&key) {
-            Some(p) if !p.suppressed => vec![identifiers_json(p)],
-            _ => Vec::new(),
-        }
+        self.read(&who, identifiers_json).into_iter().collect()
     }
 
     /// `getCustomerSegments`: `None` when the person is unknown or suppressed.
     pub(crate) fn segments(&self, who: &Lookup) -> Option<Vec<u64>> {
-        let mut inner = lock(&self.inner);
-        let key = inner.find_lookup(who)?;
-        let p = inner.people.get(&key)?;
-        (!p.suppressed).then(|| p.segments.clone())
+        self.read(who, |p| p.segments.clone())
     }
 
     /// `getCustomerActivities`: the person's kept events, newest first, filtered by `type` and
-    /// `name`, from the `start` cursor (an offset), at most `limit`; with the next cursor.
+    /// `name` (empty means any), from the `start` cursor (an offset), at most `limit`; with the
+    /// next cursor.
     pub(crate) fn activities(
         &self,
         who: &Lookup,
@@ -465,70 +557,55 @@ impl Store {
         start: usize,
         limit: usize,
     ) -> Option<(Vec<Value>, Option<usize>)> {
-        let mut inner = lock(&self.inner);
-        let key = inner.find_lookup(who)?;
-        let p = inner.people.get(&key)?;
-        if p.suppressed {
-            return None;
-        }
-        let identifiers = identifiers_json(p);
-        let customer_id = p.id.clone();
-        let matching = p
-            .events
-            .iter()
-            .rev()
-            .filter(|e| kind.is_none_or(|k| k == e.kind.as_str()))
-            .filter(|e| name.is_none_or(|n| n == &*e.name));
-        let mut page: Vec<Value> = Vec::new();
-        let mut more = false;
-        for e in matching.skip(start) {
-            if page.len() == limit {
-                more = true;
-                break;
-            }
-            page.push(activity_json(e, &customer_id, &identifiers));
-        }
+        let kind = kind.filter(|k| !k.is_empty());
+        let name = name.filter(|n| !n.is_empty());
+        let (view, more) = self.read(who, |p| {
+            let mut matching = p
+                .events
+                .iter()
+                .rev()
+                .filter(|e| kind.is_none_or(|k| k == e.kind.as_str()))
+                .filter(|e| name.is_none_or(|n| n == &*e.name))
+                .skip(start);
+            let page: Vec<KeptEvent> = matching.by_ref().take(limit).cloned().collect();
+            let more = matching.next().is_some();
+            (PersonView::of(p, page), more)
+        })?;
+        let page = view.activities();
         let next = more.then_some(start + page.len());
         Some((page, next))
     }
 
-    /// Everything kept of a person, suppressed or not, for `GET /__mock/people/{id}`.
+    /// Everything kept of a person, suppressed or not, for `GET /__mock/people/{id}` (not a
+    /// use: looking does not keep anyone).
     pub(crate) fn person(&self, who: &Lookup) -> Option<Value> {
-        let inner = lock(&self.inner);
-        let key = inner.find_lookup(who)?;
-        let p = inner.people.peek(&key)?;
-        let mut v = customer_json(p);
-        let identifiers = identifiers_json(p);
-        if let Value::Object(m) = &mut v {
-            m.insert("suppressed".into(), json!(p.suppressed));
-            m.insert("created".into(), json!(p.created));
-            m.insert("updated".into(), json!(p.updated));
-            m.insert("segments".into(), json!(p.segments));
-            m.insert(
-                "relationships".into(),
-                Value::Array(
-                    p.relationships
-                        .iter()
-                        .map(|(t, id)| json!({"object_type_id": t, "object_id": id}))
-                        .collect(),
-                ),
-            );
-            m.insert(
-                "events".into(),
-                Value::Array(
-                    p.events
-                        .iter()
-                        .rev()
-                        .map(|e| activity_json(e, &p.id, &identifiers))
-                        .collect(),
-                ),
-            );
+        let (view, extra) = {
+            let inner = lock(&self.inner);
+            let key = inner.find_lookup(who)?;
+            let p = inner.people.peek(&key)?;
+            let extra = json!({
+                "suppressed": p.suppressed,
+                "created": p.created,
+                "updated": p.updated,
+                "segments": p.segments,
+                "relationships": p.relationships.iter()
+                    .map(|(t, id)| json!({"object_type_id": t, "object_id": id}))
+                    .collect::<Vec<_>>(),
+            });
+            (
+                PersonView::of(p, p.events.iter().rev().cloned().collect()),
+                extra,
+            )
+        };
+        let mut v = view.customer.clone();
+        if let (Value::Object(m), Value::Object(extra)) = (&mut v, extra) {
+            m.extend(extra);
+            m.insert("events".into(), Value::Array(view.activities()));
         }
         Some(v)
     }
 
-    /// Everything kept of an object, for `GET /__mock/objects/{type}/{id}` and the App API's
-    /// `getObjectAttributes`.
+    /// Everything kept of an object, for `GET /__mock/objects/{type}/{id}`.
     pub(crate) fn object(&self, object_type_id: &str, object_id: &str) -> Option<Value> {
         let inner = lock(&self.inner);
         let o = inner
@@ -568,7 +645,7 @@ fn identifiers_json(p: &Person) -> Value {
 fn customer_json(p: &Person) -> Value {
     let mut attributes = Map::new();
     let mut timestamps = Map::new();
-    for (k, a) in &p.attributes {
+    for (k, a) in p.attributes.iter().filter(|(_, a)| !a.value.is_null()) {
         attributes.insert(k.clone(), a.value.clone());
         timestamps.insert(k.clone(), json!(a.at));
     }
@@ -655,6 +732,16 @@ impl Inner {
         })
     }
 
+    /// The index of one kind of identifier (`None` for `cio_id`, which is the key itself).
+    fn index_of(&mut self, who: &PersonIdentifier) -> Option<&mut HashMap<String, u64>> {
+        match who {
+            PersonIdentifier::Id(_) => Some(&mut self.by_id),
+            PersonIdentifier::Email(_) => Some(&mut self.by_email),
+            PersonIdentifier::Phone(_) => Some(&mut self.by_phone),
+            PersonIdentifier::CioId(_) => None,
+        }
+    }
+
     /// The person `who` names, created when `create` and the identifier can create one.
     fn person(&mut self, who: &PersonIdentifier, create: bool, now: i64) -> Option<u64> {
         if let Some(k) = self.find(who) {
@@ -678,7 +765,7 @@ impl Inner {
             suppressed: false,
             segments: Vec::new(),
             relationships: Vec::new(),
-            bytes: PERSON_OVERHEAD + who.value().len(),
+            bytes: 0,
         };
         let value = who.value().to_owned();
         match who {
@@ -687,24 +774,43 @@ impl Inner {
             PersonIdentifier::Phone(_) => p.phone = Some(value.clone()),
             PersonIdentifier::CioId(_) => {}
         }
-        self.index(who, value, key);
+        if let Some(index) = self.index_of(who) {
+            index.insert(value, key);
+        }
+        p.bytes = p.recount();
         self.bytes += p.bytes;
         self.people.put(key, p);
         Some(key)
     }
 
-    fn index(&mut self, who: &PersonIdentifier, value: String, key: u64) {
-        match who {
-            PersonIdentifier::Id(_) => self.by_id.insert(value, key),
-            PersonIdentifier::Email(_) => self.by_email.insert(value, key),
-            PersonIdentifier::Phone(_) => self.by_phone.insert(value, key),
-            PersonIdentifier::CioId(_) => None,
-        };
+    /// Changes a kept person (a use, for the LRU) and counts their bytes again.
+    fn touch<R>(&mut self, key: u64, change: impl FnOnce(&mut Person) -> R) -> Option<R> {
+        let p = self.people.get_mut(&key)?;
+        let before = p.bytes;
+        let r = change(p);
+        p.bytes = p.recount();
+        self.bytes = (self.bytes + p.bytes).saturating_sub(before);
+        Some(r)
     }
 
-    /// Removes the index entries that point at `key`.
-    fn unindex(&mut self, p: &Person) {
-        let key = p.cio_id;
+    /// Changes a kept object (a use when `used`) and counts its bytes again.
+    fn touch_object(&mut self, key: &ObjectKey, used: bool, change: impl FnOnce(&mut Object)) {
+        let o = if used {
+            self.objects.get_mut(key)
+        } else {
+            self.objects.peek_mut(key)
+        };
+        let Some(o) = o else { return };
+        let before = o.bytes;
+        change(o);
+        o.bytes = o.recount(key);
+        self.bytes = (self.bytes + o.bytes).saturating_sub(before);
+    }
+
+    /// Takes a person out of the store (deleted, merged away or evicted), and out of the
+    /// objects they were related to.
+    fn remove(&mut self, key: u64) -> Option<Person> {
+        let p = self.people.pop(&key)?;
         for (map, v) in [
             (&mut self.by_id, &p.id),
             (&mut self.by_email, &p.email),
@@ -716,14 +822,26 @@ impl Inner {
                 }
             }
         }
-    }
-
-    /// Takes a person out of the store (deleted, merged away or evicted).
-    fn remove(&mut self, key: u64) -> Option<Person> {
-        let p = self.people.pop(&key)?;
-        self.unindex(&p);
+        for okey in &p.relationships {
+            self.touch_object(okey, false, |o| o.people.retain(|k| *k != key));
+        }
         self.bytes = self.bytes.saturating_sub(p.bytes);
         Some(p)
+    }
+
+    /// Takes an object out of the store, and out of the people related to it.
+    fn remove_object(&mut self, okey: &ObjectKey) -> Option<Object> {
+        let o = self.objects.pop(okey)?;
+        self.bytes = self.bytes.saturating_sub(o.bytes);
+        for k in &o.people {
+            if let Some(p) = self.people.peek_mut(k) {
+                let before = p.bytes;
+                p.relationships.retain(|r| r != okey);
+                p.bytes = p.recount();
+                self.bytes = (self.bytes + p.bytes).saturating_sub(before);
+            }
+        }
+        Some(o)
     }
 
     fn apply(&mut self, change: Change, now: i64) {
@@ -743,8 +861,14 @@ impl Inner {
         Some(key)
     }
 
+    /// The person `who` names, created if they may be, unless suppressed.
+    fn writable_person(&mut self, who: &PersonIdentifier, create: bool, now: i64) -> Option<u64> {
+        self.person(who, create, now).and_then(|k| self.writable(k))
+    }
+
+    /// The hot path (nearly every entry is an event): counted by difference, not from scratch.
     fn event(&mut self, who: &PersonIdentifier, event: KeptEvent, now: i64) {
-        let Some(key) = self.person(who, true, now).and_then(|k| self.writable(k)) else {
+        let Some(key) = self.writable_person(who, true, now) else {
             return;
         };
         let cap = self.limits.events_per_person;
@@ -770,10 +894,7 @@ impl Inner {
         match op {
             Operation::Identify(i) => {
                 let update_only = i.attributes.get("_update") == Some(&Value::Bool(true));
-                let Some(key) = self
-                    .person(&i.identifier, !update_only, now)
-                    .and_then(|k| self.writable(k))
-                else {
+                let Some(key) = self.writable_person(&i.identifier, !update_only, now) else {
                     return;
                 };
                 let at = i.timestamp.unwrap_or(now);
@@ -792,25 +913,22 @@ impl Inner {
             Operation::Suppress(who) => {
                 // Customer.io suppresses an identifier even for someone it never saw.
                 if let Some(key) = self.person(&who, true, now) {
-                    if let Some(p) = self.people.get_mut(&key) {
+                    self.touch(key, |p| {
                         p.suppressed = true;
                         p.updated = now;
-                    }
+                    });
                 }
             }
             Operation::Unsuppress(who) => {
                 if let Some(key) = self.find(&who) {
-                    if let Some(p) = self.people.get_mut(&key) {
+                    self.touch(key, |p| {
                         p.suppressed = false;
                         p.updated = now;
-                    }
+                    });
                 }
             }
             Operation::AddDevice(d) => {
-                let Some(key) = self
-                    .person(&d.identifier, true, now)
-                    .and_then(|k| self.writable(k))
-                else {
+                let Some(key) = self.writable_person(&d.identifier, true, now) else {
                     return;
                 };
                 let device = KeptDevice {
@@ -819,40 +937,30 @@ impl Inner {
                     last_used: d.device.last_used,
                     attributes: d.device.attributes,
                 };
-                let add = 64
-                    + device.token.len()
-                    + value_bytes(&Value::Object(device.attributes.clone()));
-                if let Some(p) = self.people.get_mut(&key) {
-                    let mut delta = add as isize;
-                    if let Some(i) = p.devices.iter().position(|x| x.token == device.token) {
-                        let old = &p.devices[i];
-                        delta -= (64
-                            + old.token.len()
-                            + value_bytes(&Value::Object(old.attributes.clone())))
-                            as isize;
-                        p.devices[i] = device;
-                    } else {
-                        p.devices.push(device);
+                self.touch(key, |p| {
+                    match p.devices.iter().position(|x| x.token == device.token) {
+                        Some(i) => p.devices[i] = device,
+                        None => {
+                            if p.devices.len() >= MAX_DEVICES {
+                                p.devices.remove(0);
+                            }
+                            p.devices.push(device);
+                        }
                     }
                     p.updated = now;
-                    p.bytes = p.bytes.saturating_add_signed(delta);
-                    self.bytes = self.bytes.saturating_add_signed(delta);
-                }
+                });
             }
             Operation::DeleteDevice(d) => {
                 if let Some(key) = self.find(&d.identifier) {
-                    if let Some(p) = self.people.get_mut(&key) {
+                    self.touch(key, |p| {
                         p.devices.retain(|x| x.token != d.token);
                         p.updated = now;
-                    }
+                    });
                 }
             }
             Operation::Merge(m) => self.merge(&m.primary, &m.secondary, now),
             Operation::AddRelationships(r) => {
-                if let Some(key) = self
-                    .person(&r.identifier, true, now)
-                    .and_then(|k| self.writable(k))
-                {
+                if let Some(key) = self.writable_person(&r.identifier, true, now) {
                     for rel in &r.relationships {
                         if let RelationshipTarget::Object(o) = &rel.target {
                             self.relate(key, o, true);
@@ -873,20 +981,18 @@ impl Inner {
                 let Some(okey) = object_key(&o.identifier) else {
                     return;
                 };
-                self.object_mut(&okey);
-                if let Some(obj) = self.objects.get_mut(&okey) {
-                    let before = obj.bytes;
+                self.object(&okey);
+                self.touch_object(&okey, true, |obj| {
                     for (k, v) in o.attributes {
-                        if v.is_null() || v.as_str() == Some("") {
+                        if removes(&v) {
                             obj.attributes.remove(&k);
-                        } else {
+                        } else if obj.attributes.len() < MAX_ATTRIBUTES
+                            || obj.attributes.contains_key(&k)
+                        {
                             obj.attributes.insert(k, v);
                         }
                     }
-                    obj.bytes =
-                        OBJECT_OVERHEAD + value_bytes(&Value::Object(obj.attributes.clone()));
-                    self.bytes = (self.bytes + obj.bytes).saturating_sub(before);
-                }
+                });
                 self.relate_people(&o.identifier, &o.relationships, true, now);
             }
             Operation::ObjectAddRelationships(o) => {
@@ -897,14 +1003,7 @@ impl Inner {
             }
             Operation::ObjectDelete(o) => {
                 if let Some(okey) = object_key(&o) {
-                    if let Some(obj) = self.objects.pop(&okey) {
-                        self.bytes = self.bytes.saturating_sub(obj.bytes);
-                        for k in obj.people {
-                            if let Some(p) = self.people.peek_mut(&k) {
-                                p.relationships.retain(|r| *r != okey);
-                            }
-                        }
-                    }
+                    self.remove_object(&okey);
                 }
             }
             Operation::SegmentMembership(s) => {
@@ -916,16 +1015,17 @@ impl Inner {
                         SegmentIdType::CioId => PersonIdentifier::CioId(id),
                     };
                     let Some(key) = self.find(&who) else { continue };
-                    if let Some(p) = self.people.get_mut(&key) {
-                        let at = p.segments.binary_search(&s.segment_id);
-                        match (s.change, at) {
-                            (SegmentChange::Add, Err(i)) => p.segments.insert(i, s.segment_id),
+                    self.touch(key, |p| {
+                        match (s.change, p.segments.binary_search(&s.segment_id)) {
+                            (SegmentChange::Add, Err(i)) if p.segments.len() < MAX_SEGMENTS => {
+                                p.segments.insert(i, s.segment_id)
+                            }
                             (SegmentChange::Remove, Ok(i)) => {
                                 p.segments.remove(i);
                             }
                             _ => {}
                         }
-                    }
+                    });
                 }
             }
             // Made into `Change::Event` (or nothing) by `Change::of`.
@@ -942,201 +1042,207 @@ impl Inner {
         at: i64,
         now: i64,
     ) {
-        let mut new_ids: Vec<PersonIdentifier> = Vec::new();
-        let Some(p) = self.people.get_mut(&key) else {
-            return;
-        };
-        let mut delta: isize = 0;
-        for (k, v) in attributes {
-            match k.as_str() {
-                "_update" | "_timestamp" | "cio_id" => continue,
-                "id" | "email" | "phone" => {
-                    let value = match &v {
-                        Value::String(s) if !s.is_empty() => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        _ => continue,
-                    };
-                    if addressed_by.key() != k {
-                        if let Some(who) = PersonIdentifier::from_key(&k, value) {
-                            new_ids.push(who);
+        let mut identifiers: Vec<(PersonIdentifier, bool)> = Vec::new();
+        self.touch(key, |p| {
+            for (k, v) in attributes {
+                match k.as_str() {
+                    "_update" | "_timestamp" | "cio_id" => continue,
+                    "id" | "email" | "phone" => {
+                        if addressed_by.key() == k {
+                            continue;
                         }
+                        let (value, remove) = match &v {
+                            Value::String(s) if !s.is_empty() => (s.clone(), false),
+                            Value::Number(n) => (n.to_string(), false),
+                            v if removes(v) => (String::new(), true),
+                            _ => continue,
+                        };
+                        // An id is never removed, only changed.
+                        if remove && k == "id" {
+                            continue;
+                        }
+                        if let Some(who) = PersonIdentifier::from_key(&k, value) {
+                            identifiers.push((who, remove));
+                        }
+                        continue;
                     }
-                    continue;
+                    _ => {}
                 }
-                _ => {}
+                match p.attributes.get(&k) {
+                    Some(old) if old.at > at => continue,
+                    None if p.attributes.len() >= MAX_ATTRIBUTES => continue,
+                    _ => {}
+                }
+                let value = if removes(&v) { Value::Null } else { v };
+                let bytes = 48 + k.len() + value_bytes(&value);
+                p.attributes.insert(k, Attr { value, at, bytes });
             }
-            if p.attributes.get(&k).is_some_and(|old| old.at > at) {
-                continue;
-            }
-            let removed = v.is_null() || v.as_str() == Some("");
-            let old = if removed {
-                p.attributes.remove(&k)
-            } else {
-                let bytes = 48 + k.len() + value_bytes(&v);
-                delta += bytes as isize;
-                p.attributes.insert(
-                    k,
-                    Attr {
-                        value: v,
-                        at,
-                        bytes,
-                    },
-                )
-            };
-            if let Some(old) = old {
-                delta -= old.bytes as isize;
-            }
-        }
-        p.updated = now;
-        p.bytes = p.bytes.saturating_add_signed(delta);
-        self.bytes = self.bytes.saturating_add_signed(delta);
-        for who in new_ids {
-            self.set_identifier(key, who);
+            p.updated = now;
+        });
+        for (who, remove) in identifiers {
+            self.set_identifier(key, who, remove);
         }
     }
 
-    /// Gives a person a new id, email or phone (the old one no longer finds them).
-    fn set_identifier(&mut self, key: u64, who: PersonIdentifier) {
+    /// Gives a person a new id, email or phone (the old one no longer finds them), or removes
+    /// their email or phone. One another person holds is not taken: Customer.io refuses to
+    /// give two people one identifier.
+    fn set_identifier(&mut self, key: u64, who: PersonIdentifier, remove: bool) {
         let value = who.value().to_owned();
-        let Some(p) = self.people.peek_mut(&key) else {
+        let Some(index) = self.index_of(&who) else {
             return;
         };
-        let slot = match who {
-            PersonIdentifier::Id(_) => &mut p.id,
-            PersonIdentifier::Email(_) => &mut p.email,
-            PersonIdentifier::Phone(_) => &mut p.phone,
-            PersonIdentifier::CioId(_) => return,
+        if !remove && index.get(&value).is_some_and(|k| *k != key) {
+            return;
+        }
+        let Some(old) = self.touch(key, |p| {
+            let slot = match who {
+                PersonIdentifier::Id(_) => &mut p.id,
+                PersonIdentifier::Email(_) => &mut p.email,
+                _ => &mut p.phone,
+            };
+            if remove {
+                slot.take()
+            } else {
+                slot.replace(value.clone())
+            }
+        }) else {
+            return;
         };
-        let old = slot.replace(value.clone());
-        let map = match who {
-            PersonIdentifier::Id(_) => &mut self.by_id,
-            PersonIdentifier::Email(_) => &mut self.by_email,
-            _ => &mut self.by_phone,
+        let Some(index) = self.index_of(&who) else {
+            return;
         };
         if let Some(old) = old {
-            if map.get(&old) == Some(&key) {
-                map.remove(&old);
+            if index.get(&old) == Some(&key) {
+                index.remove(&old);
             }
         }
-        map.insert(value, key);
+        if !remove {
+            index.insert(value, key);
+        }
     }
 
     fn merge(&mut self, primary: &PersonIdentifier, secondary: &PersonIdentifier, now: i64) {
         let (Some(pk), Some(sk)) = (self.find(primary), self.find(secondary)) else {
             return;
         };
-        if pk == sk {
+        if pk == sk || !self.people.contains(&pk) {
             return;
         }
+        // Out of the store first: its identifiers and relationships are free for the primary.
         let Some(s) = self.remove(sk) else { return };
         let cap = self.limits.events_per_person;
-        let mut moved_ids = Vec::new();
-        let Some(p) = self.people.get_mut(&pk) else {
-            return;
-        };
-        let before = p.bytes;
-        for (k, a) in s.attributes {
-            if !p.attributes.contains_key(&k) {
-                p.bytes += a.bytes;
-                p.attributes.insert(k, a);
-            }
-        }
-        for (slot, theirs, make) in [
-            (
-                &p.id,
-                s.id,
-                PersonIdentifier::Id as fn(String) -> PersonIdentifier,
-            ),
-            (&p.email, s.email, PersonIdentifier::Email),
-            (&p.phone, s.phone, PersonIdentifier::Phone),
-        ] {
-            if let (None, Some(v)) = (slot, theirs) {
-                moved_ids.push(make(v));
-            }
-        }
-        let mut events: Vec<KeptEvent> = p.events.drain(..).chain(s.events).collect();
-        events.sort_by_key(|e| e.timestamp);
-        let dropped = events.len().saturating_sub(cap);
-        self.counts.evicted_events += dropped as u64;
-        p.events = events.into_iter().skip(dropped).collect();
-        for d in s.devices {
-            if !p.devices.iter().any(|x| x.token == d.token) {
-                p.devices.push(d);
-            }
-        }
-        for seg in s.segments {
-            if let Err(i) = p.segments.binary_search(&seg) {
-                p.segments.insert(i, seg);
-            }
-        }
-        for r in &s.relationships {
-            if !p.relationships.contains(r) {
-                p.relationships.push(r.clone());
-            }
-        }
-        p.bytes = PERSON_OVERHEAD
-            + p.attributes.values().map(|a| a.bytes).sum::<usize>()
-            + p.events.iter().map(KeptEvent::bytes).sum::<usize>();
-        p.updated = now;
-        let after = p.bytes;
-        self.bytes = (self.bytes + after).saturating_sub(before);
-        for r in s.relationships {
-            if let Some(o) = self.objects.peek_mut(&r) {
-                o.people.retain(|k| *k != sk);
-                if !o.people.contains(&pk) {
-                    o.people.push(pk);
+        let mut moved = Vec::new();
+        let mut relate = Vec::new();
+        let evicted = self.touch(pk, |p| {
+            for (k, a) in s.attributes {
+                if !a.value.is_null()
+                    && !p.attributes.contains_key(&k)
+                    && p.attributes.len() < MAX_ATTRIBUTES
+                {
+                    p.attributes.insert(k, a);
                 }
             }
+            for (theirs, make) in [
+                (s.id, PersonIdentifier::Id as fn(String) -> PersonIdentifier),
+                (s.email, PersonIdentifier::Email),
+                (s.phone, PersonIdentifier::Phone),
+            ] {
+                if let Some(v) = theirs {
+                    moved.push(make(v));
+                }
+            }
+            let mut events: Vec<KeptEvent> = p.events.drain(..).chain(s.events).collect();
+            events.sort_by_key(|e| e.timestamp);
+            let dropped = events.len().saturating_sub(cap);
+            p.events = events.into_iter().skip(dropped).collect();
+            for d in s.devices {
+                if !p.devices.iter().any(|x| x.token == d.token) && p.devices.len() < MAX_DEVICES {
+                    p.devices.push(d);
+                }
+            }
+            for seg in s.segments {
+                if let Err(i) = p.segments.binary_search(&seg) {
+                    if p.segments.len() < MAX_SEGMENTS {
+                        p.segments.insert(i, seg);
+                    }
+                }
+            }
+            relate = s.relationships;
+            p.updated = now;
+            dropped as u64
+        });
+        self.counts.evicted_events += evicted.unwrap_or(0);
+        for (object_type_id, object_id) in relate {
+            let o = ObjectIdentifier::Object {
+                object_type_id,
+                object_id,
+            };
+            self.relate(pk, &o, true);
         }
-        for who in moved_ids {
-            self.set_identifier(pk, who);
+        // The identifiers the primary lacks (the set_identifier call keeps one it has).
+        for who in moved {
+            let has = self.people.peek(&pk).is_some_and(|p| match &who {
+                PersonIdentifier::Id(_) => p.id.is_some(),
+                PersonIdentifier::Email(_) => p.email.is_some(),
+                _ => p.phone.is_some(),
+            });
+            if !has {
+                self.set_identifier(pk, who, false);
+            }
         }
     }
 
-    /// The object, created when new; `None` past nothing (always there after).
-    fn object_mut(&mut self, okey: &ObjectKey) {
+    /// Makes sure the object is kept (created when new).
+    fn object(&mut self, okey: &ObjectKey) {
         if self.objects.contains(okey) {
-            self.objects.promote(okey);
             return;
         }
         let cio_object_id = self.next_cio_id;
         self.next_cio_id += 1;
-        let bytes = OBJECT_OVERHEAD + okey.0.len() + okey.1.len();
-        self.bytes += bytes;
-        self.objects.put(
-            okey.clone(),
-            Object {
-                cio_object_id,
-                attributes: Map::new(),
-                people: Vec::new(),
-                bytes,
-            },
-        );
+        let mut o = Object {
+            cio_object_id,
+            attributes: Map::new(),
+            people: Vec::new(),
+            bytes: 0,
+        };
+        o.bytes = o.recount(okey);
+        self.bytes += o.bytes;
+        self.objects.put(okey.clone(), o);
     }
 
     /// Relates (or unrelates) a person and an object, on both sides.
     fn relate(&mut self, key: u64, o: &ObjectIdentifier, add: bool) {
         let Some(okey) = object_key(o) else { return };
         if add {
-            self.object_mut(&okey);
-        }
-        if let Some(obj) = self.objects.peek_mut(&okey) {
-            match (add, obj.people.iter().position(|k| *k == key)) {
-                (true, None) => obj.people.push(key),
-                (false, Some(i)) => {
-                    obj.people.swap_remove(i);
-                }
-                _ => {}
+            let full = self
+                .people
+                .peek(&key)
+                .is_none_or(|p| p.relationships.len() >= MAX_RELATIONSHIPS);
+            if full {
+                return;
             }
+            self.object(&okey);
         }
-        if let Some(p) = self.people.peek_mut(&key) {
+        let related = self.touch(key, |p| {
             match (add, p.relationships.iter().position(|r| *r == okey)) {
-                (true, None) => p.relationships.push(okey),
+                (true, None) => p.relationships.push(okey.clone()),
                 (false, Some(i)) => {
                     p.relationships.swap_remove(i);
                 }
                 _ => {}
             }
+        });
+        if related.is_some() {
+            self.touch_object(&okey, true, |obj| {
+                match (add, obj.people.iter().position(|k| *k == key)) {
+                    (true, None) => obj.people.push(key),
+                    (false, Some(i)) => {
+                        obj.people.swap_remove(i);
+                    }
+                    _ => {}
+                }
+            });
         }
     }
 
@@ -1149,33 +1255,242 @@ impl Inner {
     ) {
         for r in people {
             if let RelationshipTarget::Person(who) = &r.target {
-                if let Some(key) = self.person(who, add, now) {
+                if let Some(key) = self.writable_person(who, add, now) {
                     self.relate(key, o, add);
                 }
             }
         }
     }
 
-    /// Evicts the least recently used people and objects until every cap holds.
+    /// Evicts the least recently used objects and people until every cap holds.
     fn enforce(&mut self) {
+        while self.objects.len() > self.limits.objects {
+            let Some(okey) = self.objects.peek_lru().map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if self.remove_object(&okey).is_some() {
+                self.counts.evicted_objects += 1;
+            }
+        }
         while self.people.len() > self.limits.people
             || (self.bytes > self.limits.bytes && self.people.len() > 1)
         {
-            let Some((key, _)) = self.people.peek_lru() else {
+            let Some(key) = self.people.peek_lru().map(|(k, _)| *k) else {
                 break;
             };
-            let key = *key;
             if let Some(p) = self.remove(key) {
                 self.counts.evicted_people += 1;
                 self.counts.evicted_events += p.events.len() as u64;
             }
         }
-        while self.objects.len() > self.limits.objects {
-            let Some((_, o)) = self.objects.pop_lru() else {
+        while self.bytes > self.limits.bytes && !self.objects.is_empty() {
+            let Some(okey) = self.objects.peek_lru().map(|(k, _)| k.clone()) else {
                 break;
             };
-            self.bytes = self.bytes.saturating_sub(o.bytes);
-            self.counts.evicted_objects += 1;
+            if self.remove_object(&okey).is_some() {
+                self.counts.evicted_objects += 1;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What must hold after every change: the byte total is the sum of what each person and
+    /// object counts as from scratch; every index entry names a kept person holding that
+    /// identifier, and every kept identifier is indexed to its holder; relationships are the
+    /// same on both sides; the caps hold.
+    fn audit(s: &Inner) {
+        let people: usize = s.people.iter().map(|(_, p)| p.recount()).sum();
+        let objects: usize = s.objects.iter().map(|(k, o)| o.recount(k)).sum();
+        assert_eq!(s.bytes, people + objects, "the byte total drifted");
+        for (_, p) in s.people.iter() {
+            assert_eq!(p.bytes, p.recount(), "person {} miscounted", p.cio_id);
+            for (index, v) in [
+                (&s.by_id, &p.id),
+                (&s.by_email, &p.email),
+                (&s.by_phone, &p.phone),
+            ] {
+                if let Some(v) = v {
+                    assert_eq!(
+                        index.get(v),
+                        Some(&p.cio_id),
+                        "{v} not indexed to its holder"
+                    );
+                }
+            }
+            for r in &p.relationships {
+                let o = s.objects.peek(r).expect("a relationship to a kept object");
+                assert!(o.people.contains(&p.cio_id), "one-sided relationship");
+            }
+            assert!(p.events.len() <= s.limits.events_per_person);
+            assert!(p.attributes.len() <= MAX_ATTRIBUTES);
+        }
+        for (index, field) in [(&s.by_id, 0), (&s.by_email, 1), (&s.by_phone, 2)] {
+            for (v, k) in index {
+                let p = s.people.peek(k).expect("an index entry of a kept person");
+                let held = [&p.id, &p.email, &p.phone][field];
+                assert_eq!(held.as_deref(), Some(v.as_str()), "stale index entry {v}");
+            }
+        }
+        for (k, o) in s.objects.iter() {
+            for key in &o.people {
+                let p = s
+                    .people
+                    .peek(key)
+                    .expect("an object related to a kept person");
+                assert!(p.relationships.contains(k), "one-sided relationship");
+            }
+        }
+        assert!(s.people.len() <= s.limits.people);
+        assert!(s.objects.len() <= s.limits.objects);
+        assert!(s.bytes <= s.limits.bytes || s.people.len() <= 1);
+    }
+
+    fn entry(text: String) -> Change {
+        Change::of_entry(&text).unwrap_or_else(|| panic!("not an entry: {text}"))
+    }
+
+    /// Thousands of changes of every kind over a few people and objects, with caps small enough
+    /// that every eviction path runs: the audit holds after each one.
+    #[test]
+    fn every_change_keeps_the_counts_and_indexes_true() {
+        let limits = StoreLimits {
+            people: 6,
+            events_per_person: 3,
+            objects: 3,
+            bytes: 12_000,
+            event_ids: 64,
+        };
+        let mut s = Inner::new(limits);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for step in 0..5_000 {
+            let a = next(9);
+            let b = next(9);
+            let o = next(5);
+            let pad = "p".repeat(next(400) as usize);
+            let text = match next(16) {
+                0 | 1 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"identify","attributes":{{"email":"e{b}@x","plan":"{pad}","n":{step}}},"timestamp":{}}}"#,
+                    next(100)
+                ),
+                2 => format!(
+                    r#"{{"type":"person","identifiers":{{"email":"e{a}@x"}},"action":"identify","attributes":{{"id":"u{b}","plan":null}}}}"#
+                ),
+                3 | 4 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"event","name":"e","id":"{step}","attributes":{{"pad":"{pad}"}}}}"#
+                ),
+                5 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"add_device","device":{{"token":"t{b}","platform":"ios","attributes":{{"pad":"{pad}"}}}}}}"#
+                ),
+                6 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"delete_device","device":{{"token":"t{b}"}}}}"#
+                ),
+                7 => format!(
+                    r#"{{"type":"person","primary":{{"id":"u{a}"}},"secondary":{{"id":"u{b}"}},"action":"merge"}}"#
+                ),
+                8 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"add_relationships","cio_relationships":[{{"identifiers":{{"object_type_id":"1","object_id":"o{o}"}}}}]}}"#
+                ),
+                9 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"delete_relationships","cio_relationships":[{{"identifiers":{{"object_type_id":"1","object_id":"o{o}"}}}}]}}"#
+                ),
+                10 => format!(
+                    r#"{{"type":"object","identifiers":{{"object_type_id":"1","object_id":"o{o}"}},"action":"identify","attributes":{{"pad":"{pad}"}},"cio_relationships":[{{"identifiers":{{"id":"u{a}"}}}}]}}"#
+                ),
+                11 => format!(
+                    r#"{{"type":"object","identifiers":{{"object_type_id":"1","object_id":"o{o}"}},"action":"delete"}}"#
+                ),
+                12 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"delete"}}"#
+                ),
+                13 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"suppress"}}"#
+                ),
+                14 => format!(
+                    r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"unsuppress"}}"#
+                ),
+                _ => {
+                    let change = if next(2) == 0 {
+                        SegmentChange::Add
+                    } else {
+                        SegmentChange::Remove
+                    };
+                    let op = Operation::SegmentMembership(cio_api::SegmentMembership {
+                        segment_id: b,
+                        change,
+                        id_type: None,
+                        ids: vec![format!("u{a}")],
+                    });
+                    s.apply(Change::Op(op), step);
+                    s.enforce();
+                    audit(&s);
+                    continue;
+                }
+            };
+            s.apply(entry(text), step);
+            s.enforce();
+            audit(&s);
+        }
+        assert!(
+            s.counts.evicted_people > 0
+                && s.counts.evicted_objects > 0
+                && s.counts.evicted_events > 0
+        );
+        // Everything deleted: nothing is counted any more.
+        let keys: Vec<u64> = s.people.iter().map(|(k, _)| *k).collect();
+        for k in keys {
+            s.remove(k);
+        }
+        let objects: Vec<ObjectKey> = s.objects.iter().map(|(k, _)| k.clone()).collect();
+        for k in objects {
+            s.remove_object(&k);
+        }
+        assert_eq!(s.bytes, 0);
+        assert!(s.by_id.is_empty() && s.by_email.is_empty());
+    }
+
+    #[test]
+    fn a_removed_attribute_stays_removed_against_older_updates() {
+        let mut s = Inner::new(StoreLimits::default());
+        for (attrs, ts) in [
+            (r#"{"plan":"pro"}"#, 100),
+            (r#"{"plan":null}"#, 200),
+            (r#"{"plan":"old"}"#, 150),
+        ] {
+            s.apply(entry(format!(r#"{{"type":"person","identifiers":{{"id":"1"}},"action":"identify","attributes":{attrs},"timestamp":{ts}}}"#)), 0);
+        }
+        let key = s.find(&PersonIdentifier::Id("1".into())).unwrap();
+        let c = customer_json(s.people.peek(&key).unwrap());
+        assert!(c["attributes"].get("plan").is_none(), "{c}");
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"1"},"action":"identify","attributes":{"plan":"new"},"timestamp":300}"#.into()), 0);
+        let c = customer_json(s.people.peek(&key).unwrap());
+        assert_eq!(c["attributes"]["plan"], "new");
+    }
+
+    #[test]
+    fn an_identifier_another_person_holds_is_not_taken() {
+        let mut s = Inner::new(StoreLimits::default());
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"b"},"action":"identify","attributes":{"email":"x@example.com"}}"#.into()), 0);
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"a"},"action":"identify","attributes":{"email":"x@example.com"}}"#.into()), 0);
+        let b = s.find(&PersonIdentifier::Id("b".into()));
+        assert_eq!(s.find(&PersonIdentifier::Email("x@example.com".into())), b);
+        let a = s.find(&PersonIdentifier::Id("a".into())).unwrap();
+        assert_eq!(s.people.peek(&a).unwrap().email, None);
+        // An email removed with "" frees it.
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"b"},"action":"identify","attributes":{"email":""}}"#.into()), 0);
+        assert_eq!(
+            s.find(&PersonIdentifier::Email("x@example.com".into())),
+            None
+        );
+        audit(&s);
     }
 }

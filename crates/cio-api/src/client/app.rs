@@ -1,3 +1,4 @@
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -5,15 +6,27 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
+use cio_layers::rate_limit::{Quota, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
+use serde::de::DeserializeOwned;
 
-use super::shared::{with_retries, ClientBuilder, Core, FromCore};
+use super::shared::{with_limit_and_retries, ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
+use crate::customers::{
+    Activities, ActivityQuery, ByEmail, Customer, CustomerIdentifiers, ManyCustomers, OneCustomer,
+    Read, Segment, Segments,
+};
 use crate::transactional::AppRequest;
 use crate::transport::Idempotency;
+use crate::PersonIdentifier;
 use crate::{AppCredentials, Error, Region};
 
-/// The App API: transactional messages (`/v1/send/*`) and broadcast triggers.
+/// The App API: transactional messages (`/v1/send/*`), broadcast triggers and the reads of
+/// people ([`crate::customers`]).
+///
+/// Every request waits for the App API's rate limit first: 10 requests/s by default
+/// ([`APP_API_PER_SECOND`], cio-layers' `RateLimitLayer`), shared by every clone of the client
+/// and taken again by each retry. [`AppClient::rate_limit`] changes or removes it.
 ///
 /// A transactional send is not idempotent. Unless [`AppClient::retry_sends`] is set, a send that
 /// may have reached Customer.io (a timeout, a broken connection, a 5xx) fails with
@@ -35,7 +48,11 @@ struct Inner {
     base: String,
     retry_sends: bool,
     retry: Option<RetryLayer>,
+    limit: Option<RateLimitLayer>,
 }
+
+/// The App API's documented limit, requests per second.
+pub const APP_API_PER_SECOND: u32 = 10;
 
 /// A successful App API answer.
 #[derive(Clone, Debug)]
@@ -76,6 +93,96 @@ impl AppClient {
         self.with(|inner| inner.retry = config.map(RetryLayer::by_error))
     }
 
+    /// Waits for `quota` before every request (`None`: no limit of its own, for a caller that
+    /// limits upstream, or a load test that means to exceed it). The default is
+    /// [`APP_API_PER_SECOND`] with a burst of as many. The new limit is shared by the clones
+    /// of the returned client.
+    pub fn rate_limit(self, quota: Option<Quota>) -> Self {
+        self.with(|inner| inner.limit = quota.map(RateLimitLayer::new))
+    }
+
+    /// `getCustomersByEmail`: the identifiers of the people with this email (none: empty).
+    pub fn customers_by_email(&self, email: &str) -> ResponseFuture<Vec<CustomerIdentifiers>> {
+        let read = Read::by_email(email);
+        let fut = self.read::<ByEmail>(read, false);
+        Box::pin(async move { Ok(fut.await?.map(|b| b.results).unwrap_or_default()) })
+    }
+
+    /// `getAttributes`: the person's identifiers, attributes with when each was set, and
+    /// devices. `None` when Customer.io does not know them.
+    pub fn attributes(&self, who: &PersonIdentifier) -> ResponseFuture<Option<Customer>> {
+        let fut = self.read::<OneCustomer>(Read::attributes(who), true);
+        Box::pin(async move { Ok(fut.await?.map(|c| c.customer)) })
+    }
+
+    /// `getCustomersAttributes`: up to [`crate::customers::MAX_CUSTOMERS_PER_READ`] people by
+    /// id in one request; those not found are left out.
+    pub fn customers_attributes(&self, ids: &[String]) -> ResponseFuture<Vec<Customer>> {
+        let fut = self.read::<ManyCustomers>(Read::customers_attributes(ids), false);
+        Box::pin(async move { Ok(fut.await?.map(|c| c.customers).unwrap_or_default()) })
+    }
+
+    /// `getCustomerSegments`: the segments the person is in. `None` when Customer.io does not
+    /// know them.
+    pub fn segments(&self, who: &PersonIdentifier) -> ResponseFuture<Option<Vec<Segment>>> {
+        let fut = self.read::<Segments>(Read::segments(who), true);
+        Box::pin(async move { Ok(fut.await?.map(|s| s.segments)) })
+    }
+
+    /// `getCustomerActivities`: one page of the person's activities, newest first. `None`
+    /// when Customer.io does not know them.
+    pub fn activities(
+        &self,
+        who: &PersonIdentifier,
+        query: &ActivityQuery,
+    ) -> ResponseFuture<Option<Activities>> {
+        self.read::<Activities>(Read::activities(who, query), true)
+    }
+
+    /// One read, rate limited and retried (reads are idempotent). With `none_if_missing`, a
+    /// 404 is `Ok(None)`.
+    fn read<T: DeserializeOwned + Send + 'static>(
+        &self,
+        read: Result<Read, crate::ValidationError>,
+        none_if_missing: bool,
+    ) -> ResponseFuture<Option<T>> {
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(Error::from(e)))),
+        };
+        let inner = self.inner.clone();
+        with_limit_and_retries(
+            self.inner.retry.as_ref(),
+            self.inner.limit.as_ref(),
+            read,
+            move |read: Read| -> ResponseFuture<Option<T>> {
+                let inner = inner.clone();
+                Box::pin(async move {
+                    let url = format!("{}{}", inner.base, read.path);
+                    let resp = match inner
+                        .core
+                        .send_checked(read.method, &url, read.body, Idempotency::Idempotent)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(Error::Api { status, .. })
+                            if none_if_missing && status == StatusCode::NOT_FOUND =>
+                        {
+                            return Ok(None)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    serde_json::from_slice(&resp.body).map(Some).map_err(|e| {
+                        Error::InvalidResponse {
+                            status: resp.status,
+                            reason: e.to_string(),
+                        }
+                    })
+                })
+            },
+        )
+    }
+
     /// The same client with `change` made to its settings.
     fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = (*self.inner).clone();
@@ -88,8 +195,9 @@ impl AppClient {
     /// Validates and sends one request, retrying as [`AppClient::retries`] says.
     pub fn send(&self, req: &AppRequest) -> ResponseFuture<AppResponse> {
         let client = self.clone();
-        with_retries(
+        with_limit_and_retries(
             self.inner.retry.as_ref(),
+            self.inner.limit.as_ref(),
             req.clone(),
             move |req: AppRequest| client.send_once(&req),
         )
@@ -163,6 +271,8 @@ impl FromCore for AppClient {
                 base: region.app_base().to_owned(),
                 retry_sends: false,
                 retry: Some(RetryLayer::by_error(RetryConfig::default())),
+                limit: NonZeroU32::new(APP_API_PER_SECOND)
+                    .map(|n| RateLimitLayer::new(Quota::per_second(n))),
             }),
         }
     }

@@ -13,7 +13,7 @@ mod track;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use app::{AppClient, AppResponse};
+pub use app::{AppClient, AppResponse, APP_API_PER_SECOND};
 pub use batch::{BatchClient, BatchResponse, EntryError};
 pub use pipelines::{PipelinesClient, PipelinesResponse, STRICT_MODE};
 pub use shared::{BoxError, ClientBuilder};

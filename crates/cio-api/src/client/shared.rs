@@ -127,6 +127,32 @@ where
     }
 }
 
+/// [`with_retries`] with every attempt first waiting for `limit` (when there is one): the
+/// rate limit is taken per attempt, so a retry counts against it like any request.
+pub(crate) fn with_limit_and_retries<R, T, F>(
+    retry: Option<&cio_layers::retry::RetryLayer>,
+    limit: Option<&cio_layers::rate_limit::RateLimitLayer>,
+    req: R,
+    once: F,
+) -> super::ResponseFuture<T>
+where
+    R: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(R) -> super::ResponseFuture<T> + Clone + Send + Sync + 'static,
+{
+    match limit {
+        None => with_retries(retry, req, once),
+        Some(limit) => {
+            let limit = limit.clone();
+            with_retries(retry, req, move |req: R| -> super::ResponseFuture<T> {
+                use tower::Layer as _;
+                let service = limit.layer(tower::service_fn(once.clone()));
+                Box::pin(service.oneshot(req))
+            })
+        }
+    }
+}
+
 /// Our own errors as they were; anyone else's as a transport failure with its whole chain.
 fn into_error(e: BoxError, url: &str) -> Error {
     match e.downcast::<Error>() {

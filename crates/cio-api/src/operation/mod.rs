@@ -21,7 +21,7 @@
 //! assert_eq!(v1.path, "/customers/42/events");
 //! ```
 
-mod v1;
+pub(crate) mod v1;
 mod wire;
 
 use serde::ser::SerializeMap;
