@@ -73,6 +73,12 @@ impl Api {
         assert!(status.is_success(), "{path}: {status} {v}");
     }
 
+    /// A v1 identify (`PUT /api/v1/customers/{id}`, `id` as it goes in the path).
+    async fn identify(&self, id: &str, attributes: Value) {
+        self.track(Method::PUT, &format!("/api/v1/customers/{id}"), attributes)
+            .await;
+    }
+
     async fn batch(&self, entries: Vec<Value>) {
         self.track(Method::POST, "/api/v2/batch", json!({ "batch": entries }))
             .await;
@@ -134,12 +140,8 @@ async fn identify_merges_attributes_in_timestamp_order_and_update_never_creates(
     assert_eq!(by_cio, c);
 
     // `_update: true` updates someone who exists and creates no one.
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/43",
-        json!({"plan": "x", "_update": true}),
-    )
-    .await;
+    api.identify("43", json!({"plan": "x", "_update": true}))
+        .await;
     let (status, _) = api.app_get("/customers/43/attributes").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     put(json!({"plan": "team", "_update": true})).await;
@@ -177,12 +179,8 @@ async fn identify_merges_attributes_in_timestamp_order_and_update_never_creates(
         "gold"
     );
     // getCustomersByEmail; a `+` in an email survives.
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/42b",
-        json!({"email": "a+b@example.com"}),
-    )
-    .await;
+    api.identify("42b", json!({"email": "a+b@example.com"}))
+        .await;
     let (_, v) = api.app_get("/customers?email=a%2Bb%40example.com").await;
     assert_eq!(v["results"][0]["id"], "42b", "{v}");
     let (_, v) = api.app_get("/customers?email=a+b@example.com").await;
@@ -270,12 +268,8 @@ async fn latest_events_come_back_newest_first_capped_per_person() {
 #[tokio::test]
 async fn devices_suppression_segments_and_merge() {
     let api = Api::start(StoreLimits::default()).await;
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/1",
-        json!({"email": "one@example.com", "plan": "pro"}),
-    )
-    .await;
+    api.identify("1", json!({"email": "one@example.com", "plan": "pro"}))
+        .await;
     api.track(
         Method::PUT,
         "/api/v1/customers/1/devices",
@@ -306,12 +300,8 @@ async fn devices_suppression_segments_and_merge() {
     );
 
     // Manual segments: the people named who exist.
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/2",
-        json!({"plan": "free", "city": "Oslo"}),
-    )
-    .await;
+    api.identify("2", json!({"plan": "free", "city": "Oslo"}))
+        .await;
     api.track(
         Method::POST,
         "/api/v1/segments/7/add_customers",
@@ -374,12 +364,7 @@ async fn devices_suppression_segments_and_merge() {
     );
     let (_, v) = api.app_get("/customers?email=one%40example.com").await;
     assert_eq!(v, json!({"results": []}));
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/1",
-        json!({"plan": "enterprise"}),
-    )
-    .await;
+    api.identify("1", json!({"plan": "enterprise"})).await;
     api.batch(vec![event("1", "opened", "s1", 5, json!({}))])
         .await;
     let p = api.person("1");
@@ -388,12 +373,7 @@ async fn devices_suppression_segments_and_merge() {
     assert_eq!(api.mock.stats().dropped_suppressed, 2);
     api.track(Method::POST, "/api/v1/customers/1/unsuppress", Value::Null)
         .await;
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/1",
-        json!({"plan": "enterprise"}),
-    )
-    .await;
+    api.identify("1", json!({"plan": "enterprise"})).await;
     assert_eq!(
         api.customer("/customers/1/attributes").await["attributes"]["plan"],
         "enterprise"
@@ -635,18 +615,10 @@ async fn without_state_the_reads_say_why() {
 #[tokio::test]
 async fn the_official_sdks_read_requests_are_answered() {
     let api = Api::start(StoreLimits::default()).await;
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/42",
-        json!({"email": "ada+1@example.com"}),
-    )
-    .await;
-    api.track(
-        Method::PUT,
-        "/api/v1/customers/user%2F7%20%C3%BC",
-        json!({"plan": "x"}),
-    )
-    .await;
+    api.identify("42", json!({"email": "ada+1@example.com"}))
+        .await;
+    api.identify("user%2F7%20%C3%BC", json!({"plan": "x"}))
+        .await;
     api.track(
         Method::POST,
         "/api/v1/customers/42/events",
