@@ -30,8 +30,9 @@ pub const MAX_ACTIVITIES_PER_PAGE: u32 = 100;
 /// A person's identifiers, as the App API lists them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerIdentifiers {
-    /// Your id for the person.
-    #[serde(default)]
+    /// Your id for the person (the reference's getPeopleEmail example gives it as a number:
+    /// either is read).
+    #[serde(default, deserialize_with = "string_or_number")]
     pub id: Option<String>,
     /// Their email.
     #[serde(default)]
@@ -61,7 +62,7 @@ pub struct CustomerDevice {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
     /// Your id for the person, when they have one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_number")]
     pub id: Option<String>,
     /// All their identifiers.
     #[serde(default)]
@@ -135,6 +136,20 @@ pub struct Activities {
     pub next: Option<String>,
 }
 
+/// An optional id that may come as a JSON string or number.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    }))
+}
+
 fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
@@ -161,20 +176,10 @@ pub(crate) struct Read {
     pub(crate) body: Option<Bytes>,
 }
 
-/// `?id_type=...&` for a person, with the path segment of their identifier. The App API
-/// addresses people by `id`, `email` or `cio_id`, not by phone.
+/// The path segment of a person's identifier and its `id_type` (`id`, `email`, `phone` or
+/// `cio_id`; email and phone work where the workspace identifies people by them).
 fn addressed(who: &PersonIdentifier) -> Result<(String, &'static str), ValidationError> {
-    let id_type = match who {
-        PersonIdentifier::Id(_) => "id",
-        PersonIdentifier::Email(_) => "email",
-        PersonIdentifier::CioId(_) => "cio_id",
-        PersonIdentifier::Phone(_) => {
-            return Err(ValidationError::Invalid {
-                field: "identifier".into(),
-                reason: "the App API reads people by id, email or cio_id, not by phone".into(),
-            })
-        }
-    };
+    let id_type = who.key();
     if who.value().trim().is_empty() {
         return Err(ValidationError::Empty {
             field: format!("identifier.{id_type}"),
@@ -278,7 +283,28 @@ pub(crate) struct OneCustomer {
 
 #[derive(Deserialize)]
 pub(crate) struct ManyCustomers {
-    pub(crate) customers: Vec<Customer>,
+    customers: Vec<Listed>,
+}
+
+/// One person of a `getCustomersAttributes` answer: wrapped as `{"customer": {...}}`, as
+/// Customer.io's reference shows it (docs.customer.io/integrations/api/app/tag/customers/getPeopleById/),
+/// or bare.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Listed {
+    Wrapped { customer: Customer },
+    Bare(Customer),
+}
+
+impl ManyCustomers {
+    pub(crate) fn into_customers(self) -> Vec<Customer> {
+        self.customers
+            .into_iter()
+            .map(|c| match c {
+                Listed::Wrapped { customer } | Listed::Bare(customer) => customer,
+            })
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -313,7 +339,12 @@ mod tests {
                 .path,
             "/customers/42/activities?id_type=id&limit=5&type=event&name=Signed%20Up&start=10"
         );
-        assert!(Read::attributes(&PersonIdentifier::Phone("+1555".into())).is_err());
+        assert_eq!(
+            Read::attributes(&PersonIdentifier::Phone("+14155552671".into()))
+                .unwrap()
+                .path,
+            "/customers/%2B14155552671/attributes?id_type=phone"
+        );
         assert!(Read::attributes(&PersonIdentifier::Id(" ".into())).is_err());
         let q = ActivityQuery {
             limit: Some(101),
@@ -393,6 +424,19 @@ mod tests {
         assert_eq!(c.customer.identifiers.cio_id.as_deref(), Some("d9c1"));
         assert_eq!(c.customer.timestamps["plan"], 1_700_000_000);
         assert_eq!(c.customer.devices[0].id, "tok");
+        // The reference's getPeopleEmail example has a numeric id; getPeopleById wraps each.
+        let found: ByEmail = serde_json::from_str(
+            r#"{"results":[{"email":"hugh.mann@example.com","id":2,"cio_id":"a3000001"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(found.results[0].id.as_deref(), Some("2"));
+        let many: ManyCustomers = serde_json::from_str(
+            r#"{"customers":[{"customer":{"id":"1","attributes":{"title":"tester"}}},{"id":"2"}]}"#,
+        )
+        .unwrap();
+        let many = many.into_customers();
+        assert_eq!(many[0].attributes["title"], "tester");
+        assert_eq!(many[1].id.as_deref(), Some("2"));
         let a: Activities =
             serde_json::from_str(r#"{"activities":[{"type":"event","name":"x"}],"next":""}"#)
                 .unwrap();

@@ -4,14 +4,21 @@
 //! |---|---|---|
 //! | `getCustomersByEmail` | `GET /v1/customers?email=` | `{"results":[{id, email, cio_id}]}` |
 //! | `getAttributes` | `GET /v1/customers/{id}/attributes?id_type=` | `{"customer":{id, identifiers, attributes, timestamps, unsubscribed, devices}}` |
-//! | `getCustomersAttributes` | `POST /v1/customers/attributes` `{"ids":[...]}` (1 to 100 ids) | `{"customers":[...]}`, the people found |
+//! | `getCustomersAttributes` | `POST /v1/customers/attributes?id_type=` `{"ids":[...]}` (1 to 100 ids) | `{"customers":[{"customer":{...}}]}`, the people found |
 //! | `getCustomerSegments` | `GET /v1/customers/{id}/segments?id_type=` | `{"segments":[{id, name, type, ...}]}` |
 //! | `getCustomerActivities` | `GET /v1/customers/{id}/activities?id_type=&type=&name=&limit=&start=` | `{"activities":[...], "next":""}`, newest first |
 //!
-//! `id_type` is `id` (default), `email` or `cio_id`. A person the mock does not hold (never
-//! sent, deleted, suppressed, or evicted past the caps) is a 404, as Customer.io answers an
-//! unknown person. Query values are percent-decoded; a `+` stays a `+` (an email's, sent
-//! unencoded), not a space. Reads count against the App API's rate limit like every App call.
+//! The shapes are those of Customer.io's App API reference
+//! (<https://docs.customer.io/integrations/api/app/>, the Customers pages: getPeopleEmail,
+//! getPersonAttributes, getPeopleById, getPersonSegments, getPersonActivities).
+//!
+//! `id_type` is `id` (default), `email`, `phone` or `cio_id`; emails match without regard to
+//! case. A person the mock does not hold (never sent, deleted, suppressed, or evicted past the
+//! caps) is a 404, as Customer.io answers an unknown person. Query values are decoded as forms
+//! are: `%2B` is a `+` and a bare `+` a space, so an email with a `+` sent unencoded finds no
+//! one, as Customer.io warns (getPeopleEmail: "Unencoded special characters can return empty
+//! results without an error"). Reads count against the App API's rate limit like every App
+//! call.
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -33,7 +40,11 @@ const DEFAULT_LIMIT: usize = 10;
 pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+        (k == key).then(|| {
+            percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     })
 }
 
@@ -68,14 +79,16 @@ pub(crate) fn route(
             };
             json(StatusCode::OK, &json!({"results": store.by_email(&email)}))
         }
-        (&Method::POST, ["customers", "attributes"]) => customers_attributes(state, store, body),
+        (&Method::POST, ["customers", "attributes"]) => {
+            customers_attributes(state, store, query, body)
+        }
         (&Method::GET, ["customers", id, what @ ("attributes" | "segments" | "activities")]) => {
             let id_type = query_value(query, "id_type");
             let Some(who) = Lookup::new(id, id_type.as_deref()) else {
                 return bad(
                     state,
                     format!(
-                        "unknown id_type {:?}; expected id, email or cio_id",
+                        "unknown id_type {:?}; expected id, email, phone or cio_id",
                         id_type.unwrap_or_default()
                     ),
                 );
@@ -121,7 +134,7 @@ fn segment_json(id: u64) -> Value {
     })
 }
 
-fn customers_attributes(state: &State, store: &Store, body: &Bytes) -> Answer {
+fn customers_attributes(state: &State, store: &Store, query: Option<&str>, body: &Bytes) -> Answer {
     #[derive(serde::Deserialize)]
     struct Ids {
         ids: Vec<Value>,
@@ -141,6 +154,16 @@ fn customers_attributes(state: &State, store: &Store, body: &Bytes) -> Answer {
             format!("ids holds {} ids; 1 to {MAX_IDS} are allowed", ids.len()),
         );
     }
+    let id_type = query_value(query, "id_type");
+    if Lookup::new("x", id_type.as_deref()).is_none() {
+        return bad(
+            state,
+            format!(
+                "unknown id_type {:?}; expected id, email, phone or cio_id",
+                id_type.unwrap_or_default()
+            ),
+        );
+    }
     let mut customers = Vec::with_capacity(ids.len());
     for id in ids {
         let id = match id {
@@ -148,8 +171,9 @@ fn customers_attributes(state: &State, store: &Store, body: &Bytes) -> Answer {
             Value::Number(n) => n.to_string(),
             other => return bad(state, format!("ids must be strings, got {other}")),
         };
-        if let Some(c) = Lookup::new(&id, None).and_then(|who| store.customer(&who)) {
-            customers.push(c);
+        if let Some(c) = Lookup::new(&id, id_type.as_deref()).and_then(|who| store.customer(&who)) {
+            // Each wrapped, as the reference's example shows: {"customers":[{"customer":{..}}]}.
+            customers.push(json!({ "customer": c }));
         }
     }
     json(StatusCode::OK, &json!({ "customers": customers }))

@@ -616,7 +616,7 @@ fn kept(state: &State, path: &str, query: Option<&str>) -> Answer {
         let Some(who) = crate::store::Lookup::new(&decode(id), id_type.as_deref()) else {
             return meta_error(
                 StatusCode::BAD_REQUEST,
-                "id_type must be id, email or cio_id",
+                "id_type must be id, email, phone or cio_id",
             );
         };
         return match store.person(&who) {

@@ -9,7 +9,12 @@
 //!   the attribute (and an older update does not bring it back). An `email` (or `id`,
 //!   `phone`) attribute sent to a person addressed by another identifier becomes that
 //!   identifier: this is how an id or email is changed; `""` removes an email or phone. An
-//!   identifier another person holds is not taken (Customer.io refuses to give two people one).
+//!   identifier another person holds is not taken (Customer.io: "an Attribute Update Failure
+//!   for the identifier in the payload"). An identify whose own identifier is new but whose
+//!   attributes name someone (by id, email or phone) updates that person and gives them the
+//!   new identifier, as Customer.io's identify reference says
+//!   (docs.customer.io/integrations/api/track/tag/track-customers/identify/). Emails match
+//!   without regard to case.
 //! - `_update: true` updates a person who exists and never creates one.
 //! - `_timestamp` (v1) or the v2 entry's `timestamp` orders updates attribute by attribute: an
 //!   attribute last set by a newer update is not overwritten by an older one. Without it the
@@ -267,26 +272,23 @@ impl StrOrNumber<'_> {
     }
 }
 
-/// How a read names a person: the App API's `id_type` (`id`, `email` or `cio_id`).
+/// How a read names a person: the App API's `id_type` (`id`, `email`, `phone` or `cio_id`).
 #[derive(Clone, Debug)]
-pub(crate) struct Lookup {
-    kind: SegmentIdType,
-    value: String,
-}
+pub(crate) struct Lookup(PersonIdentifier);
 
 impl Lookup {
     /// `value` read as `id_type` says (default `id`); `None` for an unknown `id_type`.
     pub(crate) fn new(value: &str, id_type: Option<&str>) -> Option<Lookup> {
-        let kind = match id_type.unwrap_or("id") {
-            "id" => SegmentIdType::Id,
-            "email" => SegmentIdType::Email,
-            "cio_id" => SegmentIdType::CioId,
-            _ => return None,
-        };
-        Some(Lookup {
-            kind,
-            value: value.to_owned(),
-        })
+        PersonIdentifier::from_key(id_type.unwrap_or("id"), value.to_owned()).map(Lookup)
+    }
+}
+
+/// The key an identifier is indexed under: an email in lower case (Customer.io compares emails
+/// without regard to case), anything else as it is.
+fn index_key(who: &PersonIdentifier) -> String {
+    match who {
+        PersonIdentifier::Email(e) => e.to_lowercase(),
+        other => other.value().to_owned(),
     }
 }
 
@@ -534,10 +536,7 @@ impl Store {
 
     /// `getCustomersByEmail`: the identifiers of the people with this email.
     pub(crate) fn by_email(&self, email: &str) -> Vec<Value> {
-        let who = Lookup {
-            kind: SegmentIdType::Email,
-            value: email.to_owned(),
-        };
+        let who = Lookup(PersonIdentifier::Email(email.to_owned()));
         self.read(&who, identifiers_json).into_iter().collect()
     }
 
@@ -715,7 +714,7 @@ impl Inner {
     fn find(&self, who: &PersonIdentifier) -> Option<u64> {
         match who {
             PersonIdentifier::Id(v) => self.by_id.get(v).copied(),
-            PersonIdentifier::Email(v) => self.by_email.get(v).copied(),
+            PersonIdentifier::Email(v) => self.by_email.get(&v.to_lowercase()).copied(),
             PersonIdentifier::Phone(v) => self.by_phone.get(v).copied(),
             PersonIdentifier::CioId(v) => u64::from_str_radix(v, 16)
                 .ok()
@@ -724,12 +723,7 @@ impl Inner {
     }
 
     fn find_lookup(&self, who: &Lookup) -> Option<u64> {
-        let v = who.value.clone();
-        self.find(&match who.kind {
-            SegmentIdType::Id => PersonIdentifier::Id(v),
-            SegmentIdType::Email => PersonIdentifier::Email(v),
-            SegmentIdType::CioId => PersonIdentifier::CioId(v),
-        })
+        self.find(&who.0)
     }
 
     /// The index of one kind of identifier (`None` for `cio_id`, which is the key itself).
@@ -774,8 +768,9 @@ impl Inner {
             PersonIdentifier::Phone(_) => p.phone = Some(value.clone()),
             PersonIdentifier::CioId(_) => {}
         }
+        let indexed = index_key(who);
         if let Some(index) = self.index_of(who) {
-            index.insert(value, key);
+            index.insert(indexed, key);
         }
         p.bytes = p.recount();
         self.bytes += p.bytes;
@@ -812,13 +807,16 @@ impl Inner {
     fn remove(&mut self, key: u64) -> Option<Person> {
         let p = self.people.pop(&key)?;
         for (map, v) in [
-            (&mut self.by_id, &p.id),
-            (&mut self.by_email, &p.email),
-            (&mut self.by_phone, &p.phone),
+            (&mut self.by_id, p.id.clone()),
+            (
+                &mut self.by_email,
+                p.email.as_deref().map(str::to_lowercase),
+            ),
+            (&mut self.by_phone, p.phone.clone()),
         ] {
             if let Some(v) = v {
-                if map.get(v) == Some(&key) {
-                    map.remove(v);
+                if map.get(&v) == Some(&key) {
+                    map.remove(&v);
                 }
             }
         }
@@ -894,7 +892,19 @@ impl Inner {
         match op {
             Operation::Identify(i) => {
                 let update_only = i.attributes.get("_update") == Some(&Value::Bool(true));
-                let Some(key) = self.writable_person(&i.identifier, !update_only, now) else {
+                let key = match self.find(&i.identifier) {
+                    Some(key) => Some(key),
+                    None => match self.named_in(&i.identifier, &i.attributes) {
+                        // New in the path, but the body names someone: that person, who gets
+                        // the path's identifier too.
+                        Some(key) => {
+                            self.set_identifier(key, i.identifier.clone(), false);
+                            Some(key)
+                        }
+                        None => self.person(&i.identifier, !update_only, now),
+                    },
+                };
+                let Some(key) = key.and_then(|k| self.writable(k)) else {
                     return;
                 };
                 let at = i.timestamp.unwrap_or(now);
@@ -1033,6 +1043,25 @@ impl Inner {
         }
     }
 
+    /// The person an identify's attributes name by another identifier (`id`, `email`,
+    /// `phone`) when its own identifier is new. Never for a `cio_id`, which must exist.
+    fn named_in(&self, addressed_by: &PersonIdentifier, attributes: &Attributes) -> Option<u64> {
+        if matches!(addressed_by, PersonIdentifier::CioId(_)) {
+            return None;
+        }
+        ["id", "email", "phone"]
+            .into_iter()
+            .filter(|k| *k != addressed_by.key())
+            .find_map(|k| {
+                let v = match attributes.get(k)? {
+                    Value::String(s) if !s.is_empty() => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                self.find(&PersonIdentifier::from_key(k, v)?)
+            })
+    }
+
     /// Sets attributes as an identify does, each only if no newer update set it.
     fn set_attributes(
         &mut self,
@@ -1089,10 +1118,11 @@ impl Inner {
     /// give two people one identifier.
     fn set_identifier(&mut self, key: u64, who: PersonIdentifier, remove: bool) {
         let value = who.value().to_owned();
+        let indexed = index_key(&who);
         let Some(index) = self.index_of(&who) else {
             return;
         };
-        if !remove && index.get(&value).is_some_and(|k| *k != key) {
+        if !remove && index.get(&indexed).is_some_and(|k| *k != key) {
             return;
         }
         let Some(old) = self.touch(key, |p| {
@@ -1113,12 +1143,16 @@ impl Inner {
             return;
         };
         if let Some(old) = old {
+            let old = match who {
+                PersonIdentifier::Email(_) => old.to_lowercase(),
+                _ => old,
+            };
             if index.get(&old) == Some(&key) {
                 index.remove(&old);
             }
         }
         if !remove {
-            index.insert(value, key);
+            index.insert(indexed, key);
         }
     }
 
@@ -1308,9 +1342,10 @@ mod tests {
         assert_eq!(s.bytes, people + objects, "the byte total drifted");
         for (_, p) in s.people.iter() {
             assert_eq!(p.bytes, p.recount(), "person {} miscounted", p.cio_id);
+            let email = p.email.as_deref().map(str::to_lowercase);
             for (index, v) in [
                 (&s.by_id, &p.id),
-                (&s.by_email, &p.email),
+                (&s.by_email, &email),
                 (&s.by_phone, &p.phone),
             ] {
                 if let Some(v) = v {
@@ -1331,7 +1366,8 @@ mod tests {
         for (index, field) in [(&s.by_id, 0), (&s.by_email, 1), (&s.by_phone, 2)] {
             for (v, k) in index {
                 let p = s.people.peek(k).expect("an index entry of a kept person");
-                let held = [&p.id, &p.email, &p.phone][field];
+                let email = p.email.as_deref().map(str::to_lowercase);
+                let held = [&p.id, &email, &p.phone][field];
                 assert_eq!(held.as_deref(), Some(v.as_str()), "stale index entry {v}");
             }
         }
@@ -1479,8 +1515,11 @@ mod tests {
     #[test]
     fn an_identifier_another_person_holds_is_not_taken() {
         let mut s = Inner::new(StoreLimits::default());
+        // a and b both exist; b holds the email; an identify of a naming it does not take it
+        // (Customer.io: "an Attribute Update Failure for the identifier in the payload").
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"a"},"action":"identify","attributes":{"plan":"x"}}"#.into()), 0);
         s.apply(entry(r#"{"type":"person","identifiers":{"id":"b"},"action":"identify","attributes":{"email":"x@example.com"}}"#.into()), 0);
-        s.apply(entry(r#"{"type":"person","identifiers":{"id":"a"},"action":"identify","attributes":{"email":"x@example.com"}}"#.into()), 0);
+        s.apply(entry(r#"{"type":"person","identifiers":{"id":"a"},"action":"identify","attributes":{"email":"X@example.com"}}"#.into()), 0);
         let b = s.find(&PersonIdentifier::Id("b".into()));
         assert_eq!(s.find(&PersonIdentifier::Email("x@example.com".into())), b);
         let a = s.find(&PersonIdentifier::Id("a".into())).unwrap();

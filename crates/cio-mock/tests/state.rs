@@ -178,13 +178,16 @@ async fn identify_merges_attributes_in_timestamp_order_and_update_never_creates(
         api.customer("/customers/7/attributes").await["attributes"]["tier"],
         "gold"
     );
-    // getCustomersByEmail; a `+` in an email survives.
+    // getCustomersByEmail: a `+` must be sent as %2B; sent bare it is a space and finds no
+    // one, as Customer.io warns. Emails match without regard to case.
     api.identify("42b", json!({"email": "a+b@example.com"}))
         .await;
     let (_, v) = api.app_get("/customers?email=a%2Bb%40example.com").await;
     assert_eq!(v["results"][0]["id"], "42b", "{v}");
-    let (_, v) = api.app_get("/customers?email=a+b@example.com").await;
+    let (_, v) = api.app_get("/customers?email=A%2BB%40Example.com").await;
     assert_eq!(v["results"][0]["id"], "42b", "{v}");
+    let (_, v) = api.app_get("/customers?email=a+b@example.com").await;
+    assert_eq!(v, json!({"results": []}));
     let (_, v) = api.app_get("/customers?email=nobody%40example.com").await;
     assert_eq!(v, json!({"results": []}));
     let (status, _) = api.app_get("/customers").await;
@@ -491,10 +494,21 @@ async fn get_customers_attributes_takes_up_to_100_ids() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["id"].as_str().unwrap())
+        .map(|c| c["customer"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(found, ["c0", "c2"]);
-    assert_eq!(v["customers"][1]["attributes"]["n"], 2);
+    assert_eq!(v["customers"][1]["customer"]["attributes"]["n"], 2);
+    // By another id_type.
+    let (status, v) = api
+        .send(
+            &api.app,
+            Method::POST,
+            "/v1/customers/attributes?id_type=cio_id",
+            json!({"ids": [v["customers"][0]["customer"]["identifiers"]["cio_id"]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["customers"][0]["customer"]["id"], "c0", "{v}");
     let hundred: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
     assert_eq!(post(json!(hundred)).await.0, StatusCode::OK);
     let too_many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
@@ -647,4 +661,28 @@ async fn the_official_sdks_read_requests_are_answered() {
         };
         assert_eq!(status, expected, "{call}: {v}");
     }
+}
+
+/// Customer.io's identify rule: an identifier new in the path with one in the body that belongs
+/// to someone updates that person and gives them the path's identifier; a phone reads them
+/// too (id_type=phone).
+#[tokio::test]
+async fn an_identify_by_a_new_id_with_a_known_email_updates_that_person() {
+    let api = Api::start(StoreLimits::default()).await;
+    api.batch(vec![json!({"type": "person", "identifiers": {"email": "Jo@Example.com"},
+                          "action": "identify", "attributes": {"plan": "free", "phone": "+14155552671"}})])
+        .await;
+    api.identify("u-9", json!({"email": "jo@example.com", "plan": "pro"}))
+        .await;
+    assert_eq!(api.mock.stats().people, 1, "no second person");
+    let c = api.customer("/customers/u-9/attributes").await;
+    assert_eq!(c["attributes"]["plan"], "pro");
+    assert_eq!(
+        c["identifiers"]["email"], "jo@example.com",
+        "the value last sent"
+    );
+    let by_phone = api
+        .customer("/customers/%2B14155552671/attributes?id_type=phone")
+        .await;
+    assert_eq!(by_phone["identifiers"]["id"], "u-9");
 }

@@ -119,7 +119,7 @@ impl AppClient {
     /// id in one request; those not found are left out.
     pub fn customers_attributes(&self, ids: &[String]) -> ResponseFuture<Vec<Customer>> {
         let fut = self.read::<ManyCustomers>(Read::customers_attributes(ids), false);
-        Box::pin(async move { Ok(fut.await?.map(|c| c.customers).unwrap_or_default()) })
+        Box::pin(async move { Ok(fut.await?.map(|c| c.into_customers()).unwrap_or_default()) })
     }
 
     /// `getCustomerSegments`: the segments the person is in. `None` when Customer.io does not

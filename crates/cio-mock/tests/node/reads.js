@@ -36,7 +36,7 @@ function check(what, ok, got) {
   check('getAttributes by email', sameByEmail.customer.identifiers.id === '42', sameByEmail);
 
   const many = await api.getCustomersAttributes(['42', 'nobody']);
-  check('getCustomersAttributes', many.customers.length === 1 && many.customers[0].id === '42', many);
+  check('getCustomersAttributes', many.customers.length === 1 && many.customers[0].customer.id === '42', many);
 
   const segments = await api.getCustomerSegments('42');
   check('getCustomerSegments', segments.segments.length === 1 && segments.segments[0].id === 7, segments);
