@@ -78,6 +78,7 @@ impl State {
             let c = store.counts();
             s.people = c.people;
             s.objects = c.objects;
+            s.anonymous_ids = c.anonymous;
             s.state_bytes = c.bytes;
             s.evicted_people = c.evicted_people;
             s.evicted_events = c.evicted_events;

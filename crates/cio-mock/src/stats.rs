@@ -88,6 +88,9 @@ pub struct StatsSnapshot {
     /// Objects kept now.
     #[serde(default)]
     pub objects: u64,
+    /// Anonymous ids whose events are kept until an identify carrying the id takes them.
+    #[serde(default)]
+    pub anonymous_ids: u64,
     /// The estimated bytes the kept people and objects take.
     #[serde(default)]
     pub state_bytes: u64,

@@ -22,8 +22,10 @@
 //!   `getAttributes` returns as `timestamps`.
 //! - An event for a person who does not exist creates them (an event names a person by
 //!   identifier). The newest [`StoreLimits::events_per_person`] events, page and screen views
-//!   are kept per person, newest first in `getCustomerActivities`. Anonymous events are only
-//!   counted: Customer.io ties them to a person later, when the anonymous id is identified.
+//!   are kept per person, newest first in `getCustomerActivities`. Events of someone not
+//!   identified yet are kept by anonymous id (as many ids as people, as many events each) and
+//!   become a person's when an identify carries that `anonymous_id` (a Pipelines identify's
+//!   `anonymousId` too), as Customer.io links them.
 //! - Merge: what the secondary has and the primary lacks (attributes, identifiers, devices,
 //!   segments, relationships) goes to the primary, events are interleaved by time, the
 //!   secondary is deleted. The primary wins every conflict. Both must exist, else nothing
@@ -87,6 +89,8 @@ pub(crate) enum Change {
     Op(Operation),
     /// An event, page or screen view of a person, its data kept as the JSON text it came in.
     Event(PersonIdentifier, KeptEvent),
+    /// An event of someone not identified yet, by anonymous id.
+    Anonymous(String, KeptEvent),
 }
 
 /// An event as kept: its data as the JSON text it came in (a third of what a parsed value
@@ -113,24 +117,24 @@ impl Change {
     /// What to keep of an accepted operation (`None`: nothing to keep, e.g. a delivery metric).
     pub(crate) fn of(op: Operation) -> Option<Change> {
         match op {
-            Operation::Event(e) => match e.subject {
-                EventSubject::Person(who) => {
-                    let data = (!e.data.is_empty())
-                        .then(|| serde_json::value::to_raw_value(&e.data).ok())
-                        .flatten();
-                    Some(Change::Event(
-                        who,
-                        KeptEvent {
-                            kind: e.kind,
-                            name: e.name.into(),
-                            id: e.id.map(Into::into),
-                            timestamp: e.timestamp.unwrap_or_else(now),
-                            data,
-                        },
-                    ))
+            Operation::Event(e) => {
+                let data = (!e.data.is_empty())
+                    .then(|| serde_json::value::to_raw_value(&e.data).ok())
+                    .flatten();
+                let event = KeptEvent {
+                    kind: e.kind,
+                    name: e.name.into(),
+                    id: e.id.map(Into::into),
+                    timestamp: e.timestamp.unwrap_or_else(now),
+                    data,
+                };
+                match e.subject {
+                    EventSubject::Person(who) => Some(Change::Event(who, event)),
+                    // An empty anonymous id is an invite event: no one to keep it for.
+                    EventSubject::Anonymous(a) if a.is_empty() => None,
+                    EventSubject::Anonymous(a) => Some(Change::Anonymous(a, event)),
                 }
-                EventSubject::Anonymous(_) => None,
-            },
+            }
             Operation::DeliveryEvent(_) | Operation::FormSubmit(_) => None,
             op => Some(Change::Op(op)),
         }
@@ -189,11 +193,11 @@ impl Change {
 
     /// What to keep of an accepted Pipelines call: identify, track, page and screen of a known
     /// user, group (an object of type `traits.object_type_id`, default `"1"`, related to the
-    /// user) and alias (a merge of the previous id into the user). Calls with only an
-    /// anonymous id are counted, not kept.
+    /// user) and alias (a merge of the previous id into the user). A track, page or screen with
+    /// only an anonymous id is kept for that id; an identify that carries one takes its events.
     pub(crate) fn of_call(kind: cio_api::CallKind, call: cio_api::PipelinesCall) -> Option<Change> {
         use cio_api::CallKind;
-        let user = PersonIdentifier::Id(call.user_id.clone()?);
+        let anonymous = call.anonymous_id.clone().filter(|a| !a.is_empty());
         let timestamp = call
             .timestamp
             .as_deref()
@@ -206,24 +210,41 @@ impl Change {
                 .as_ref()
                 .filter(|p| !p.is_empty())
                 .and_then(|p| serde_json::value::to_raw_value(p).ok());
-            Some(Change::Event(
-                user.clone(),
-                KeptEvent {
-                    kind,
-                    name: name.unwrap_or_default().into(),
-                    id: call.message_id.clone().map(Into::into),
-                    timestamp: timestamp.unwrap_or_else(now),
-                    data,
-                },
-            ))
+            KeptEvent {
+                kind,
+                name: name.unwrap_or_default().into(),
+                id: call.message_id.clone().map(Into::into),
+                timestamp: timestamp.unwrap_or_else(now),
+                data,
+            }
+        };
+        let Some(user_id) = call.user_id.clone() else {
+            let anonymous = anonymous?;
+            return match kind {
+                CallKind::Track => Some(event(EventKind::Event, call.event.clone())),
+                CallKind::Page => Some(event(EventKind::Page, call.name.clone())),
+                CallKind::Screen => Some(event(EventKind::Screen, call.name.clone())),
+                _ => None,
+            }
+            .map(|e| Change::Anonymous(anonymous, e));
+        };
+        let user = PersonIdentifier::Id(user_id);
+        let event = |kind: EventKind, name: Option<String>| {
+            Some(Change::Event(user.clone(), event(kind, name)))
         };
         match kind {
-            CallKind::Identify => Some(Change::Op(Operation::Identify(cio_api::Identify {
-                identifier: user.clone(),
-                attributes: call.traits.clone().unwrap_or_default(),
-                relationships: Vec::new(),
-                timestamp,
-            }))),
+            CallKind::Identify => {
+                let mut attributes = call.traits.clone().unwrap_or_default();
+                if let Some(a) = anonymous {
+                    attributes.insert("anonymous_id".into(), Value::String(a));
+                }
+                Some(Change::Op(Operation::Identify(cio_api::Identify {
+                    identifier: user.clone(),
+                    attributes,
+                    relationships: Vec::new(),
+                    timestamp,
+                })))
+            }
             CallKind::Track => event(EventKind::Event, call.event.clone()),
             CallKind::Page => event(EventKind::Page, call.name.clone()),
             CallKind::Screen => event(EventKind::Screen, call.name.clone()),
@@ -372,6 +393,21 @@ impl Person {
     }
 }
 
+/// The events of someone not identified yet, newest at the back.
+struct Anonymous {
+    events: VecDeque<KeptEvent>,
+    bytes: usize,
+}
+
+impl Anonymous {
+    fn recount(&self, id: &str) -> usize {
+        ANONYMOUS_OVERHEAD + id.len() + self.events.iter().map(KeptEvent::bytes).sum::<usize>()
+    }
+}
+
+/// Bytes counted for an anonymous id besides its events.
+const ANONYMOUS_OVERHEAD: usize = 160;
+
 struct Object {
     cio_object_id: u64,
     attributes: Map<String, Value>,
@@ -396,6 +432,7 @@ pub(crate) struct Store {
 pub(crate) struct StoreCounts {
     pub(crate) people: u64,
     pub(crate) objects: u64,
+    pub(crate) anonymous: u64,
     pub(crate) bytes: u64,
     pub(crate) evicted_people: u64,
     pub(crate) evicted_events: u64,
@@ -410,6 +447,8 @@ struct Inner {
     by_email: HashMap<String, u64>,
     by_phone: HashMap<String, u64>,
     objects: LruCache<ObjectKey, Object>,
+    /// Events by anonymous id, until an identify carrying that id takes them.
+    anonymous: LruCache<String, Anonymous>,
     next_cio_id: u64,
     bytes: usize,
     counts: StoreCounts,
@@ -509,6 +548,7 @@ impl Store {
         StoreCounts {
             people: inner.people.len() as u64,
             objects: inner.objects.len() as u64,
+            anonymous: inner.anonymous.len() as u64,
             bytes: inner.bytes as u64,
             ..inner.counts
         }
@@ -705,6 +745,7 @@ impl Inner {
             by_email: HashMap::new(),
             by_phone: HashMap::new(),
             objects: LruCache::unbounded(),
+            anonymous: LruCache::unbounded(),
             next_cio_id: FIRST_CIO_ID,
             bytes: 0,
             counts: StoreCounts::default(),
@@ -845,6 +886,7 @@ impl Inner {
     fn apply(&mut self, change: Change, now: i64) {
         match change {
             Change::Event(who, event) => self.event(&who, event, now),
+            Change::Anonymous(id, event) => self.anonymous_event(id, event),
             Change::Op(op) => self.op(op, now),
         }
     }
@@ -888,6 +930,50 @@ impl Inner {
         self.counts.evicted_events += evicted;
     }
 
+    /// Keeps an event for an anonymous id (the newest `events_per_person`).
+    fn anonymous_event(&mut self, id: String, event: KeptEvent) {
+        let cap = self.limits.events_per_person;
+        if !self.anonymous.contains(&id) {
+            let a = Anonymous {
+                events: VecDeque::new(),
+                bytes: ANONYMOUS_OVERHEAD + id.len(),
+            };
+            self.bytes += a.bytes;
+            self.anonymous.put(id.clone(), a);
+        }
+        let Some(a) = self.anonymous.get_mut(&id) else {
+            return;
+        };
+        let before = a.bytes;
+        a.events.push_back(event);
+        let mut evicted = 0;
+        while a.events.len() > cap {
+            a.events.pop_front();
+            evicted += 1;
+        }
+        a.bytes = a.recount(&id);
+        self.bytes = (self.bytes + a.bytes).saturating_sub(before);
+        self.counts.evicted_events += evicted;
+    }
+
+    /// The events kept for `anonymous_id` become the person's (interleaved by time), as
+    /// Customer.io links them when a person is identified with that anonymous id.
+    fn adopt_anonymous(&mut self, key: u64, anonymous_id: &str) {
+        let Some(a) = self.anonymous.pop(anonymous_id) else {
+            return;
+        };
+        self.bytes = self.bytes.saturating_sub(a.bytes);
+        let cap = self.limits.events_per_person;
+        let dropped = self.touch(key, |p| {
+            let mut events: Vec<KeptEvent> = p.events.drain(..).chain(a.events).collect();
+            events.sort_by_key(|e| e.timestamp);
+            let dropped = events.len().saturating_sub(cap);
+            p.events = events.into_iter().skip(dropped).collect();
+            dropped as u64
+        });
+        self.counts.evicted_events += dropped.unwrap_or(0);
+    }
+
     fn op(&mut self, op: Operation, now: i64) {
         match op {
             Operation::Identify(i) => {
@@ -908,7 +994,14 @@ impl Inner {
                     return;
                 };
                 let at = i.timestamp.unwrap_or(now);
+                let anonymous_id = match i.attributes.get("anonymous_id") {
+                    Some(Value::String(a)) if !a.is_empty() => Some(a.clone()),
+                    _ => None,
+                };
                 self.set_attributes(key, &i.identifier, i.attributes, at, now);
+                if let Some(a) = anonymous_id {
+                    self.adopt_anonymous(key, &a);
+                }
                 for r in &i.relationships {
                     if let RelationshipTarget::Object(o) = &r.target {
                         self.relate(key, o, true);
@@ -1306,6 +1399,16 @@ impl Inner {
                 self.counts.evicted_objects += 1;
             }
         }
+        // Anonymous ids: as many as people, and the first to go for bytes.
+        while self.anonymous.len() > self.limits.people
+            || (self.bytes > self.limits.bytes && !self.anonymous.is_empty())
+        {
+            let Some((_, a)) = self.anonymous.pop_lru() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(a.bytes);
+            self.counts.evicted_events += a.events.len() as u64;
+        }
         while self.people.len() > self.limits.people
             || (self.bytes > self.limits.bytes && self.people.len() > 1)
         {
@@ -1339,7 +1442,17 @@ mod tests {
     fn audit(s: &Inner) {
         let people: usize = s.people.iter().map(|(_, p)| p.recount()).sum();
         let objects: usize = s.objects.iter().map(|(k, o)| o.recount(k)).sum();
-        assert_eq!(s.bytes, people + objects, "the byte total drifted");
+        let anonymous: usize = s.anonymous.iter().map(|(k, a)| a.recount(k)).sum();
+        for (k, a) in s.anonymous.iter() {
+            assert_eq!(a.bytes, a.recount(k), "anonymous {k} miscounted");
+            assert!(a.events.len() <= s.limits.events_per_person);
+        }
+        assert!(s.anonymous.len() <= s.limits.people);
+        assert_eq!(
+            s.bytes,
+            people + objects + anonymous,
+            "the byte total drifted"
+        );
         for (_, p) in s.people.iter() {
             assert_eq!(p.bytes, p.recount(), "person {} miscounted", p.cio_id);
             let email = p.email.as_deref().map(str::to_lowercase);
@@ -1419,10 +1532,13 @@ mod tests {
                     next(100)
                 ),
                 2 => format!(
-                    r#"{{"type":"person","identifiers":{{"email":"e{a}@x"}},"action":"identify","attributes":{{"id":"u{b}","plan":null}}}}"#
+                    r#"{{"type":"person","identifiers":{{"email":"e{a}@x"}},"action":"identify","attributes":{{"id":"u{b}","plan":null,"anonymous_id":"anon{o}"}}}}"#
                 ),
-                3 | 4 => format!(
+                3 => format!(
                     r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"event","name":"e","id":"{step}","attributes":{{"pad":"{pad}"}}}}"#
+                ),
+                4 => format!(
+                    r#"{{"type":"person","anonymous_id":"anon{o}","action":"event","name":"e","id":"{step}","attributes":{{"pad":"{pad}"}}}}"#
                 ),
                 5 => format!(
                     r#"{{"type":"person","identifiers":{{"id":"u{a}"}},"action":"add_device","device":{{"token":"t{b}","platform":"ios","attributes":{{"pad":"{pad}"}}}}}}"#
@@ -1489,6 +1605,9 @@ mod tests {
         let objects: Vec<ObjectKey> = s.objects.iter().map(|(k, _)| k.clone()).collect();
         for k in objects {
             s.remove_object(&k);
+        }
+        while let Some((_, a)) = s.anonymous.pop_lru() {
+            s.bytes -= a.bytes;
         }
         assert_eq!(s.bytes, 0);
         assert!(s.by_id.is_empty() && s.by_email.is_empty());

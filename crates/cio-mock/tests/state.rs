@@ -686,3 +686,58 @@ async fn an_identify_by_a_new_id_with_a_known_email_updates_that_person() {
         .await;
     assert_eq!(by_phone["identifiers"]["id"], "u-9");
 }
+
+/// Customer.io links what someone did before they were identified: events by anonymous id
+/// (v1, v2 and Pipelines) become the person's when an identify carries that anonymous id.
+#[tokio::test]
+async fn anonymous_events_become_the_persons_when_identified() {
+    let api = Api::start(StoreLimits::default()).await;
+    api.track(
+        Method::POST,
+        "/api/v1/events",
+        json!({"name": "viewed_pricing", "anonymous_id": "anon-1", "timestamp": 100}),
+    )
+    .await;
+    api.batch(vec![
+        json!({"type": "person", "anonymous_id": "anon-1", "action": "page",
+                          "name": "/signup", "timestamp": 200}),
+    ])
+    .await;
+    let (status, _) = api
+        .send(
+            &api.cdp,
+            Method::POST,
+            "/v1/track",
+            json!({"anonymousId": "anon-2", "event": "Browsed", "timestamp": "2026-12-01T10:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.mock.stats().anonymous_ids, 2);
+    assert_eq!(api.mock.stats().people, 0);
+
+    api.identify(
+        "u1",
+        json!({"email": "u1@example.com", "anonymous_id": "anon-1"}),
+    )
+    .await;
+    let (_, v) = api.app_get("/customers/u1/activities").await;
+    let names: Vec<&str> = v["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/signup", "viewed_pricing"], "{v}");
+    // A Pipelines identify with both ids takes the other's.
+    let (status, _) = api
+        .send(
+            &api.cdp,
+            Method::POST,
+            "/v1/identify",
+            json!({"userId": "u2", "anonymousId": "anon-2", "traits": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.person("u2")["events"][0]["name"], "Browsed");
+    assert_eq!(api.mock.stats().anonymous_ids, 0);
+}
