@@ -21,7 +21,8 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn bad(state: &State, message: impl Into<String>) -> Answer {
+/// A 400 for a malformed App API request, counted as rejected.
+pub(crate) fn bad(state: &State, message: impl Into<String>) -> Answer {
     state.stats.rejected(1);
     meta_error(StatusCode::BAD_REQUEST, message)
 }

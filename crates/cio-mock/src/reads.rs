@@ -26,6 +26,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use crate::answer::{json, meta_error, Answer};
+use crate::app::bad;
 use crate::state::State;
 use crate::store::{Lookup, Store};
 
@@ -50,11 +51,6 @@ pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
 
 fn not_found(what: &str) -> Answer {
     meta_error(StatusCode::NOT_FOUND, format!("{what} not found"))
-}
-
-fn bad(state: &State, message: impl Into<String>) -> Answer {
-    state.stats.rejected(1);
-    meta_error(StatusCode::BAD_REQUEST, message)
 }
 
 /// `segs`: the path below `/v1/`, percent-decoded, starting with `customers`.

@@ -103,6 +103,19 @@ impl Api {
     }
 }
 
+/// One field (a JSON pointer) of every member of a JSON array, as text.
+fn column(list: &Value, pointer: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|m| match m.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => panic!("no {pointer} in {m}"),
+        })
+        .collect()
+}
+
 fn event(id: &str, name: &str, event_id: &str, ts: i64, data: Value) -> Value {
     json!({"type": "person", "identifiers": {"id": id}, "action": "event", "name": name,
            "id": event_id, "timestamp": ts, "attributes": data})
@@ -221,12 +234,7 @@ async fn latest_events_come_back_newest_first_capped_per_person() {
     .await;
     let (status, v) = api.app_get("/customers/42/activities?limit=3").await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let names: Vec<&str> = v["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
+    let names = column(&v["activities"], "/name");
     assert_eq!(names, ["/pricing", "purchase", "viewed"]);
     assert_eq!(v["activities"][0]["type"], "page");
     assert_eq!(v["activities"][1]["data"], json!({"total": 9.5}));
@@ -238,12 +246,7 @@ async fn latest_events_come_back_newest_first_capped_per_person() {
     let (_, v) = api
         .app_get("/customers/42/activities?limit=3&start=3")
         .await;
-    let ids: Vec<&str> = v["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_str().unwrap())
-        .collect();
+    let ids = column(&v["activities"], "/id");
     assert_eq!(ids, ["e4", "e3"], "{v}");
     assert_eq!(v["next"], "");
     // Filters.
@@ -324,13 +327,8 @@ async fn devices_suppression_segments_and_merge() {
     )
     .await;
     let (_, v) = api.app_get("/customers/1/segments").await;
-    let ids: Vec<u64> = v["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [9], "{v}");
+    let ids = column(&v["segments"], "/id");
+    assert_eq!(ids, ["9"], "{v}");
     assert_eq!(v["segments"][0]["type"], "manual");
     assert!(
         api.mock.person("ghost").is_none(),
@@ -420,12 +418,7 @@ async fn objects_and_relationships_are_kept_on_both_sides() {
         o["object"]["attributes"],
         json!({"name": "Acme", "seats": 10})
     );
-    let mut related: Vec<&str> = o["relationships"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let mut related = column(&o["relationships"], "/id");
     related.sort_unstable();
     assert_eq!(related, ["u1", "u2"], "{o}");
     assert_eq!(
@@ -490,12 +483,7 @@ async fn get_customers_attributes_takes_up_to_100_ids() {
     };
     let (status, v) = post(json!(["c0", "c2", "missing"])).await;
     assert_eq!(status, StatusCode::OK);
-    let found: Vec<&str> = v["customers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["customer"]["id"].as_str().unwrap())
-        .collect();
+    let found = column(&v["customers"], "/customer/id");
     assert_eq!(found, ["c0", "c2"]);
     assert_eq!(v["customers"][1]["customer"]["attributes"]["n"], 2);
     // By another id_type.
@@ -721,12 +709,7 @@ async fn anonymous_events_become_the_persons_when_identified() {
     )
     .await;
     let (_, v) = api.app_get("/customers/u1/activities").await;
-    let names: Vec<&str> = v["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
+    let names = column(&v["activities"], "/name");
     assert_eq!(names, ["/signup", "viewed_pricing"], "{v}");
     // A Pipelines identify with both ids takes the other's.
     let (status, _) = api

@@ -10,7 +10,7 @@ use cio_layers::rate_limit::{Quota, RateLimitLayer};
 use cio_layers::retry::{RetryConfig, RetryLayer};
 use serde::de::DeserializeOwned;
 
-use super::shared::{with_limit_and_retries, ClientBuilder, Core, FromCore};
+use super::shared::{with_layers, ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::customers::{
     Activities, ActivityQuery, ByEmail, Customer, CustomerIdentifiers, ManyCustomers, OneCustomer,
@@ -151,7 +151,7 @@ impl AppClient {
             Err(e) => return Box::pin(std::future::ready(Err(Error::from(e)))),
         };
         let inner = self.inner.clone();
-        with_limit_and_retries(
+        with_layers(
             self.inner.retry.as_ref(),
             self.inner.limit.as_ref(),
             read,
@@ -195,7 +195,7 @@ impl AppClient {
     /// Validates and sends one request, retrying as [`AppClient::retries`] says.
     pub fn send(&self, req: &AppRequest) -> ResponseFuture<AppResponse> {
         let client = self.clone();
-        with_limit_and_retries(
+        with_layers(
             self.inner.retry.as_ref(),
             self.inner.limit.as_ref(),
             req.clone(),

@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 
 use cio_layers::retry::{RetryConfig, RetryLayer};
 
-use super::shared::{with_retries, ClientBuilder, Core, FromCore};
+use super::shared::{with_layers, ClientBuilder, Core, FromCore};
 use super::ResponseFuture;
 use crate::pipelines::PipelinesRequest;
 use crate::transport::Idempotency;
@@ -92,8 +92,9 @@ impl PipelinesClient {
         let mut req = req.clone();
         req.fill_defaults(std::time::SystemTime::now());
         let client = self.clone();
-        with_retries(
+        with_layers(
             self.inner.retry.as_ref(),
+            None,
             req,
             move |req: PipelinesRequest| client.send_once(&req),
         )

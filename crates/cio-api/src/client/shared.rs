@@ -103,33 +103,12 @@ impl Core {
     }
 }
 
-/// Calls `once(req)` under `retry` (when there is one): what [`Error`] calls retryable is sent
-/// again with the layer's backoff and `Retry-After`; [`Error::NotRetryable`] never is. The
-/// request is cloned per attempt, so whatever was filled in before (a Pipelines `messageId`)
-/// goes out the same each time.
-pub(crate) fn with_retries<R, T, F>(
-    retry: Option<&cio_layers::retry::RetryLayer>,
-    req: R,
-    once: F,
-) -> super::ResponseFuture<T>
-where
-    R: Clone + Send + 'static,
-    T: Send + 'static,
-    F: Fn(R) -> super::ResponseFuture<T> + Clone + Send + Sync + 'static,
-{
-    match retry {
-        None => once(req),
-        Some(layer) => {
-            use tower::Layer as _;
-            let service = layer.layer(tower::service_fn(once));
-            Box::pin(service.oneshot(req))
-        }
-    }
-}
-
-/// [`with_retries`] with every attempt first waiting for `limit` (when there is one): the
-/// rate limit is taken per attempt, so a retry counts against it like any request.
-pub(crate) fn with_limit_and_retries<R, T, F>(
+/// Calls `once(req)` under `retry` and `limit` (each when there is one). Every attempt first
+/// waits for the rate limit, so a retry counts against it like any request; what [`Error`]
+/// calls retryable is sent again with the retry layer's backoff and `Retry-After`, and
+/// [`Error::NotRetryable`] never is. The request is cloned per attempt, so whatever was filled
+/// in before (a Pipelines `messageId`) goes out the same each time.
+pub(crate) fn with_layers<R, T, F>(
     retry: Option<&cio_layers::retry::RetryLayer>,
     limit: Option<&cio_layers::rate_limit::RateLimitLayer>,
     req: R,
@@ -140,16 +119,17 @@ where
     T: Send + 'static,
     F: Fn(R) -> super::ResponseFuture<T> + Clone + Send + Sync + 'static,
 {
-    match limit {
-        None => with_retries(retry, req, once),
-        Some(limit) => {
-            let limit = limit.clone();
-            with_retries(retry, req, move |req: R| -> super::ResponseFuture<T> {
-                use tower::Layer as _;
-                let service = limit.layer(tower::service_fn(once.clone()));
-                Box::pin(service.oneshot(req))
-            })
+    use tower::Layer as _;
+    let limit = limit.cloned();
+    let attempt = move |req: R| -> super::ResponseFuture<T> {
+        match &limit {
+            None => once(req),
+            Some(limit) => Box::pin(limit.layer(tower::service_fn(once.clone())).oneshot(req)),
         }
+    };
+    match retry {
+        None => attempt(req),
+        Some(layer) => Box::pin(layer.layer(tower::service_fn(attempt)).oneshot(req)),
     }
 }
 
